@@ -1,0 +1,138 @@
+/**
+ * Aggregates: an event Schema, an initial state and a pure `evolve`. Pure domain
+ * code: nothing here knows about storage.
+ *
+ * @since 0.1.0
+ */
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import type { EventEnvelope } from "./EventEnvelope.js"
+
+/**
+ * An event-sourced aggregate definition.
+ *
+ * @since 0.1.0
+ */
+export interface Aggregate<S, E, EI = any, SI = any> {
+  /** The aggregate type name: stored as the stream type and used as the snapshot key. */
+  readonly name: string
+  /** The Schema of the stream's events; each must carry a `_tag`, stored as the event type. */
+  readonly events: Schema.Schema<E, EI>
+  /** The Schema of the state, required for stored (Inline/Async) snapshots. */
+  readonly state: Schema.Schema<S, SI> | undefined
+  /** The state before the first event. */
+  readonly initial: S
+  /** Folds one event into the state; must be pure. */
+  readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
+  /** @internal */
+  readonly codec: Codec<E>
+}
+
+/**
+ * Any aggregate, for APIs that do not care about its types.
+ *
+ * @since 0.1.0
+ */
+export type Any = Aggregate<any, any, any, any>
+
+/**
+ * The state type of an aggregate.
+ *
+ * @since 0.1.0
+ */
+export type State<A> = A extends Aggregate<infer S, any, any, any> ? S : never
+
+/**
+ * The event type of an aggregate.
+ *
+ * @since 0.1.0
+ */
+export type Event<A> = A extends Aggregate<any, infer E, any, any> ? E : never
+
+/** @internal */
+export interface Codec<E> {
+  readonly encode: (event: E) => Either.Either<{ readonly type: string; readonly data: unknown }, string>
+  readonly decode: (type: string, data: unknown) => Either.Either<E, string>
+}
+
+const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
+  const encode = Schema.encodeEither(schema as Schema.Schema<E, EI, never>)
+  const decode = Schema.decodeUnknownEither(schema as Schema.Schema<E, EI, never>)
+  return {
+    encode: (event) =>
+      Either.match(encode(event), {
+        onLeft: (error) => Either.left(ParseResult.TreeFormatter.formatErrorSync(error)),
+        onRight: (encoded) => {
+          if (encoded === null || typeof encoded !== "object" || typeof (encoded as any)._tag !== "string") {
+            return Either.left("an event must encode to an object with a string _tag")
+          }
+          // The tag lives in the type column; the payload is stored without it.
+          const { _tag, ...data } = encoded as Record<string, unknown>
+          return Either.right({ type: _tag as string, data })
+        }
+      }),
+    decode: (type, data) =>
+      Either.mapLeft(
+        decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type }),
+        (error) => ParseResult.TreeFormatter.formatErrorSync(error)
+      )
+  }
+}
+
+/**
+ * Defines an aggregate.
+ *
+ * @example
+ * const Order = Aggregate.make({ name: "Order", events: OrderEvent, initial, evolve })
+ *
+ * @since 0.1.0
+ */
+export const make = <S, E, EI, SI = never>(options: {
+  readonly name: string
+  readonly events: Schema.Schema<E, EI>
+  readonly state?: Schema.Schema<S, SI> | undefined
+  readonly initial: S
+  readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
+}): Aggregate<S, E, EI, SI> => {
+  if (typeof options.name !== "string" || options.name.length === 0) {
+    throw new TypeError("Aggregate.make: name must be a non-empty string")
+  }
+  return {
+    name: options.name,
+    events: options.events,
+    state: options.state,
+    initial: options.initial,
+    evolve: options.evolve,
+    codec: makeCodec(options.events)
+  }
+}
+
+/**
+ * Folds envelopes onto a state (the initial one when `from` is None).
+ * Returns None when there is neither a starting state nor an event.
+ *
+ * @since 0.1.0
+ */
+export const foldFrom = <S, E>(
+  aggregate: Aggregate<S, E, any, any>,
+  from: Option.Option<S>,
+  envelopes: Iterable<EventEnvelope<E>>
+): Option.Option<S> => {
+  let state = from
+  for (const envelope of envelopes) {
+    state = Option.some(aggregate.evolve(Option.getOrElse(state, () => aggregate.initial), envelope.data, envelope))
+  }
+  return state
+}
+
+/**
+ * Folds envelopes into the aggregate's state; None for no events.
+ *
+ * @since 0.1.0
+ */
+export const fold = <S, E>(
+  aggregate: Aggregate<S, E, any, any>,
+  envelopes: Iterable<EventEnvelope<E>>
+): Option.Option<S> => foldFrom(aggregate, Option.none(), envelopes)

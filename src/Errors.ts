@@ -1,0 +1,118 @@
+/**
+ * The typed failures of effect-chronicle. All are `Schema.TaggedError`s, so they
+ * serialise across process boundaries (RPC, workers) with their fields intact.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * The stream was at another version than the writer expected: someone else
+ * wrote to it first. `actualVersion` is the version found in the store.
+ *
+ * @since 0.1.0
+ */
+export class ConcurrencyError extends Schema.TaggedError<ConcurrencyError>()("ConcurrencyError", {
+  streamId: Schema.String,
+  expectedVersion: Schema.Number,
+  actualVersion: Schema.Number
+}) {
+  get message(): string {
+    return `Stream "${this.streamId}" is at version ${this.actualVersion}, expected ${this.expectedVersion}`
+  }
+}
+
+/**
+ * An exclusive fetch could not take the stream's lock before its time-out.
+ *
+ * @since 0.1.0
+ */
+export class StreamLockedError extends Schema.TaggedError<StreamLockedError>()("StreamLockedError", {
+  streamId: Schema.String,
+  timeoutMillis: Schema.Number
+}) {
+  get message(): string {
+    return `Stream "${this.streamId}" stayed locked by another session for ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * `startStream` was asked to create a stream whose id is already taken.
+ *
+ * @since 0.1.0
+ */
+export class StreamExistsError extends Schema.TaggedError<StreamExistsError>()("StreamExistsError", {
+  streamId: Schema.String
+}) {
+  get message(): string {
+    return `Stream "${this.streamId}" already exists`
+  }
+}
+
+/**
+ * A stored event could not be decoded with the aggregate's event Schema: its
+ * type is unknown, or its payload is rejected.
+ *
+ * @since 0.1.0
+ */
+export class EventDecodeError extends Schema.TaggedError<EventDecodeError>()("EventDecodeError", {
+  streamId: Schema.String,
+  version: Schema.Number,
+  eventType: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * An event handed to `append` was rejected by the aggregate's event Schema
+ * when it was encoded for storage; nothing of the save was written.
+ *
+ * @since 0.1.0
+ */
+export class EventEncodeError extends Schema.TaggedError<EventEncodeError>()("EventEncodeError", {
+  streamId: Schema.String,
+  eventType: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * A storage failure. Wraps the driver's error (`SqlError`) so that it never
+ * leaks raw into a user's error channel.
+ *
+ * @since 0.1.0
+ */
+export class EventStoreError extends Schema.TaggedError<EventStoreError>()("EventStoreError", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/**
+ * A stream id that cannot name a stream: not a string, empty, too long, or
+ * holding a character PostgreSQL text cannot store.
+ *
+ * @since 0.1.0
+ */
+export class InvalidStreamIdError extends Schema.TaggedError<InvalidStreamIdError>()("InvalidStreamIdError", {
+  streamId: Schema.Unknown,
+  reason: Schema.String
+}) {
+  get message(): string {
+    return `Invalid stream id ${JSON.stringify(this.streamId)}: ${this.reason}`
+  }
+}
+
+/**
+ * An expected version that no stream can have (negative, fractional, not a number).
+ *
+ * @since 0.1.0
+ */
+export class InvalidExpectedVersionError
+  extends Schema.TaggedError<InvalidExpectedVersionError>()("InvalidExpectedVersionError", {
+    streamId: Schema.String,
+    expectedVersion: Schema.Unknown
+  })
+{
+  get message(): string {
+    return `Invalid expected version ${String(this.expectedVersion)} for stream "${this.streamId}": ` +
+      `it must be a whole number >= 0`
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The app-wide event store service that both store layers provide, and the
+ * command-handler workflow over it.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Aggregate from "./Aggregate.js"
+import type { ConcurrencyError, StreamLockedError } from "./Errors.js"
+import type { EventMetadata } from "./EventEnvelope.js"
+import * as internal from "./internal/store.js"
+import * as Session from "./Session.js"
+
+/**
+ * The event store service: storage plus the projection registry. Provided by
+ * `EventStorePg.layer` and `EventStoreMemory.layer`.
+ *
+ * @since 0.1.0
+ */
+export const EventStore = internal.EventStore
+
+/**
+ * @since 0.1.0
+ */
+export type EventStore = internal.EventStore
+
+/**
+ * The service's interface.
+ *
+ * @since 0.1.0
+ */
+export type EventStoreShape = internal.EventStoreShape
+
+/**
+ * The tenant events are written with when none is set.
+ *
+ * @since 0.1.0
+ */
+export const defaultTenant = internal.defaultTenant
+
+/**
+ * Runs an effect with the tenant id that its appends are recorded with.
+ *
+ * @since 0.1.0
+ */
+export const withTenant: {
+  (tenantId: string): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string): Effect.Effect<A, E, R>
+} = ((...args: Array<any>) =>
+  args.length === 1
+    ? (self: Effect.Effect<any, any, any>) => Effect.locally(self, internal.currentTenant, args[0])
+    : Effect.locally(args[0], internal.currentTenant, args[1])) as any
+
+/**
+ * Runs an effect with the metadata (correlation, causation, headers) that
+ * events appended inside it carry.
+ *
+ * @since 0.1.0
+ */
+export const withMetadata: {
+  (metadata: EventMetadata): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, metadata: EventMetadata): Effect.Effect<A, E, R>
+} = ((...args: Array<any>) =>
+  args.length === 1
+    ? (self: Effect.Effect<any, any, any>) => Effect.locally(self, internal.currentMetadata, args[0])
+    : Effect.locally(args[0], internal.currentMetadata, args[1])) as any
+
+/**
+ * The outcome of a command: the stream's version and state after the new
+ * events, computed without another read.
+ *
+ * @since 0.1.0
+ */
+export interface HandlerResult<S, E> {
+  readonly streamId: string
+  readonly version: number
+  readonly state: Option.Option<S>
+  readonly events: ReadonlyArray<E>
+}
+
+/**
+ * Options of `writeToAggregate`.
+ *
+ * @since 0.1.0
+ */
+export interface WriteOptions {
+  readonly expectedVersion?: number | undefined
+  readonly exclusive?: boolean | undefined
+  /** Lock time-out of an exclusive fetch. */
+  readonly timeout?: import("effect/Duration").DurationInput | undefined
+  /** Re-runs fetch-run-save on `ConcurrencyError` only, as the schedule allows. */
+  readonly retry?: Schedule.Schedule<any, ConcurrencyError> | undefined
+}
+
+const collectAppended = <S, E>(stream: Session.EventStream<S, E>) => {
+  const events: Array<E> = []
+  const wrapped: Session.EventStream<S, E> = {
+    ...stream,
+    appendOne: (event) => Effect.zipRight(Effect.sync(() => events.push(event)), stream.appendOne(event)),
+    appendMany: (many) => {
+      const all = Array.from(many)
+      return Effect.zipRight(Effect.sync(() => events.push(...all)), stream.appendMany(all))
+    }
+  }
+  return { events, stream: wrapped }
+}
+
+/**
+ * Fetches a stream for writing, runs `f` on it, and saves, in a session of its
+ * own. With `retry`, a `ConcurrencyError` re-runs the whole workflow.
+ *
+ * @since 0.1.0
+ */
+export const writeToAggregate = <S, E, Err, R>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  f: (stream: Session.EventStream<S, E>) => Effect.Effect<void, Err, R>,
+  options?: WriteOptions
+): Effect.Effect<
+  HandlerResult<S, E>,
+  Err | Session.FetchError | Session.SaveError | StreamLockedError,
+  Exclude<R, Session.Session> | EventStore
+> => {
+  const once = Session.run(Effect.gen(function*() {
+    const session = yield* Session.Session
+    const fetched = options?.exclusive
+      ? yield* session.fetchForExclusiveWriting(aggregate, id, {
+        expectedVersion: options.expectedVersion,
+        timeout: options.timeout
+      })
+      : yield* session.fetchForWriting(aggregate, id, { expectedVersion: options?.expectedVersion })
+    const { events, stream } = collectAppended(fetched)
+    yield* f(stream)
+    const saved = yield* session.saveChanges
+    const known = session.known(aggregate, id)
+    const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
+    return {
+      streamId: id,
+      version,
+      state: Option.match(known, { onNone: () => fetched.aggregate, onSome: (k) => k.state as Option.Option<S> }),
+      events
+    }
+  }))
+  if (options?.retry === undefined) return once
+  // Only a ConcurrencyError is retried: any other failure stops the schedule at once.
+  const onlyConflicts = Schedule.whileInput(
+    options.retry as Schedule.Schedule<unknown, unknown>,
+    (error: unknown) => (error as any)?._tag === "ConcurrencyError"
+  )
+  return Effect.retry(once, onlyConflicts as any) as typeof once
+}

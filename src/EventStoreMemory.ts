@@ -1,0 +1,53 @@
+/**
+ * The in-memory event store, with the same semantics as PostgreSQL, for tests
+ * and prototypes.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { EventStore } from "./internal/store.js"
+import * as MemoryStorage from "./memory/MemoryStorage.js"
+import { Projections } from "./Projections.js"
+
+/**
+ * Options of the in-memory store.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** Lock time-out of exclusive fetches that do not set one (default 5 seconds). */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Builds an in-memory store with its own empty log.
+ *
+ * @since 0.1.0
+ */
+export const make = (options?: Options) =>
+  Effect.gen(function*() {
+    const projections = yield* Projections
+    const storage = yield* MemoryStorage.make
+    return EventStore.of({
+      storage,
+      projections,
+      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds")
+    })
+  })
+
+/**
+ * An in-memory store with options.
+ *
+ * @since 0.1.0
+ */
+export const layerWith = (options?: Options): Layer.Layer<EventStore, never, Projections> =>
+  Layer.effect(EventStore, make(options))
+
+/**
+ * The in-memory store; each build of the layer starts empty.
+ *
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<EventStore, never, Projections> = layerWith()

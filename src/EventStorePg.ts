@@ -1,0 +1,65 @@
+/**
+ * The PostgreSQL event store layer.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type { EventStoreError } from "./Errors.js"
+import { EventStore } from "./internal/store.js"
+import * as PgStorage from "./pg/PgStorage.js"
+import { Projections } from "./Projections.js"
+
+/**
+ * Options of the PostgreSQL store.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** The PostgreSQL schema of the tables (default `chronicle`), created and migrated on start. */
+  readonly schema?: string | undefined
+  /** Lock time-out of exclusive fetches that do not set one (default 5 seconds). */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Migrates the schema and builds the store over the `SqlClient` in context.
+ *
+ * @since 0.1.0
+ */
+export const make = (options?: Options) =>
+  Effect.gen(function*() {
+    const schema = options?.schema ?? "chronicle"
+    yield* PgStorage.migrate(schema)
+    const storage = yield* PgStorage.make({ schema })
+    const projections = yield* Projections
+    return EventStore.of({
+      storage,
+      projections,
+      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds")
+    })
+  })
+
+/**
+ * The PostgreSQL store; needs `SqlClient` (e.g. `PgClient.layer`) and the
+ * projection registry.
+ *
+ * @since 0.1.0
+ */
+export const layer = (options?: Options): Layer.Layer<EventStore, EventStoreError, SqlClient.SqlClient | Projections> =>
+  Layer.effect(EventStore, make(options))
+
+/**
+ * The PostgreSQL store with its options read from configuration
+ * (e.g. `Config.string("CHRONICLE_SCHEMA")`).
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<EventStore, EventStoreError | ConfigError.ConfigError, SqlClient.SqlClient | Projections> =>
+  Layer.effect(EventStore, Effect.flatMap(Config.unwrap(config), make))

@@ -1,0 +1,63 @@
+/**
+ * The projection registry: which lifecycle each aggregate has. An aggregate
+ * with no registration is Live.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Layer from "effect/Layer"
+import type * as Aggregate from "./Aggregate.js"
+import type * as Projection from "./Projection.js"
+
+/**
+ * The registry's interface.
+ *
+ * @since 0.1.0
+ */
+export interface Registry {
+  readonly all: ReadonlyArray<Projection.Projection>
+  /** The snapshot registration of an aggregate, or undefined when it is Live. */
+  readonly snapshotOf: (aggregate: Aggregate.Any) => Projection.Snapshot | undefined
+  /** The lifecycle an aggregate's state is kept with. */
+  readonly lifecycleOf: (aggregate: Aggregate.Any) => Projection.Lifecycle
+}
+
+/**
+ * The projection registry service.
+ *
+ * @since 0.1.0
+ */
+export class Projections extends Context.Tag("effect-chronicle/Projections")<Projections, Registry>() {}
+
+/**
+ * Builds a registry, rejecting two registrations of the same name and version.
+ *
+ * @since 0.1.0
+ */
+export const make = (registrations: ReadonlyArray<Projection.Projection>): Registry => {
+  const seen = new Set<string>()
+  // The newest version of a snapshot is the one fetches read (blue/green).
+  const snapshots = new Map<string, Projection.Snapshot>()
+  for (const p of registrations) {
+    const key = `${p.name}@${p.version}`
+    if (seen.has(key)) throw new TypeError(`Projection ${p.name} version ${p.version} is registered twice`)
+    seen.add(key)
+    if (p._tag === "Snapshot") {
+      const current = snapshots.get(p.name)
+      if (current === undefined || current.version < p.version) snapshots.set(p.name, p)
+    }
+  }
+  return {
+    all: registrations,
+    snapshotOf: (aggregate) => snapshots.get(aggregate.name),
+    lifecycleOf: (aggregate) => snapshots.get(aggregate.name)?.lifecycle ?? "Live"
+  }
+}
+
+/**
+ * Provides the registry built from the given registrations.
+ *
+ * @since 0.1.0
+ */
+export const layer = (registrations: ReadonlyArray<Projection.Projection>): Layer.Layer<Projections> =>
+  Layer.sync(Projections, () => make(registrations))

@@ -1,0 +1,178 @@
+/**
+ * The storage port: what a store must do, in encoded terms (rows and JSON),
+ * and nothing more. Every rule above it (decoding, folding, expected versions,
+ * the identity map, retries) lives once in the engine; `pg/` and `memory/`
+ * implement this interface.
+ *
+ * @since 0.1.0
+ */
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { EventStoreError } from "./Errors.js"
+
+/**
+ * An event as stored: payload and metadata are encoded JSON.
+ *
+ * @since 0.1.0
+ */
+export interface StoredEvent {
+  readonly streamId: string
+  readonly version: number
+  readonly sequence: number
+  readonly type: string
+  readonly data: unknown
+  readonly metadata: StoredMetadata
+  readonly timestamp: Date
+  readonly tenantId: string
+}
+
+/**
+ * Encoded event metadata.
+ *
+ * @since 0.1.0
+ */
+export interface StoredMetadata {
+  readonly correlationId?: string | undefined
+  readonly causationId?: string | undefined
+  readonly headers?: Readonly<Record<string, unknown>> | undefined
+}
+
+/**
+ * An encoded event to append.
+ *
+ * @since 0.1.0
+ */
+export interface NewEvent {
+  readonly type: string
+  readonly data: unknown
+  readonly metadata: StoredMetadata
+}
+
+/**
+ * What a commit expects of a stream's version: an exact version (0 meaning
+ * "no stream yet") or `"any"`, which serialises on the stream and never conflicts.
+ *
+ * @since 0.1.0
+ */
+export type Expected = number | "any"
+
+/**
+ * One stream's part of a commit. With no events it is a pure version
+ * assertion (`alwaysEnforceConsistency`).
+ *
+ * @since 0.1.0
+ */
+export interface StreamWrite {
+  readonly streamId: string
+  readonly aggregateType: string
+  readonly expected: Expected
+  readonly events: ReadonlyArray<NewEvent>
+}
+
+/**
+ * Everything one save writes, atomically.
+ *
+ * @since 0.1.0
+ */
+export interface CommitBatch {
+  readonly tenantId: string
+  readonly streams: ReadonlyArray<StreamWrite>
+}
+
+/**
+ * The position the store gave each appended event.
+ *
+ * @since 0.1.0
+ */
+export interface AppendedEvent {
+  readonly version: number
+  readonly sequence: number
+  readonly timestamp: Date
+}
+
+/**
+ * One stream's outcome of a successful commit.
+ *
+ * @since 0.1.0
+ */
+export interface CommittedStream {
+  readonly streamId: string
+  readonly previousVersion: number
+  readonly version: number
+  readonly events: ReadonlyArray<AppendedEvent>
+}
+
+/**
+ * A stream whose expectation failed, with the version actually found.
+ *
+ * @since 0.1.0
+ */
+export interface Conflict {
+  readonly streamId: string
+  readonly expected: number
+  readonly actual: number
+}
+
+/**
+ * A commit either wrote everything or nothing; conflicts are data so that the
+ * engine, not each store, decides which typed error they become.
+ *
+ * @since 0.1.0
+ */
+export type CommitResult =
+  | { readonly _tag: "Committed"; readonly streams: ReadonlyArray<CommittedStream> }
+  | { readonly _tag: "Conflicted"; readonly conflicts: ReadonlyArray<Conflict> }
+
+/**
+ * Bounds for reading one stream.
+ *
+ * @since 0.1.0
+ */
+export interface ReadOptions {
+  readonly fromVersion?: number | undefined
+  readonly toVersion?: number | undefined
+  readonly toTimestamp?: Date | undefined
+}
+
+/**
+ * Reading and committing, inside or outside a transaction.
+ *
+ * @since 0.1.0
+ */
+export interface Operations {
+  /** The stream's events in version order (empty for a stream with no events). */
+  readonly readStream: (streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
+  /** Writes the batch atomically, or nothing when any expectation fails. */
+  readonly commit: (batch: CommitBatch) => Effect.Effect<CommitResult, EventStoreError>
+}
+
+/**
+ * A unit of work that holds stream locks until it commits or its scope closes
+ * (which rolls back anything uncommitted and releases the locks). After
+ * `commit`, whatever its result, the transaction is over.
+ *
+ * @since 0.1.0
+ */
+export interface Transaction extends Operations {
+  /**
+   * Locks a stream, also one that does not exist yet. Succeeds with `false`
+   * when the lock was not had within `timeout`; the transaction stays usable.
+   */
+  readonly lock: (
+    streamId: string,
+    aggregateType: string,
+    tenantId: string,
+    timeout: Duration.Duration
+  ) => Effect.Effect<boolean, EventStoreError>
+}
+
+/**
+ * A store.
+ *
+ * @since 0.1.0
+ */
+export interface Storage extends Operations {
+  /** Opens a transaction that lives until `commit` or the end of the scope. */
+  readonly begin: Effect.Effect<Transaction, EventStoreError, Scope.Scope>
+}
