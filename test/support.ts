@@ -1,0 +1,53 @@
+/**
+ * Store layers for the tests: the in-memory store, and the PostgreSQL store on
+ * a schema of its own that is dropped when the layer is released.
+ */
+import { PgClient } from "@effect/sql-pg"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import { inject } from "vitest"
+import { EventStoreMemory, EventStorePg, type Projection, Projections } from "effect-chronicle"
+
+export const newId = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`
+
+export const pgClient = (options?: { readonly maxConnections?: number }) =>
+  PgClient.layer({ url: Redacted.make(inject("databaseUrl")), maxConnections: options?.maxConnections ?? 20 })
+
+/** A fresh schema, dropped (with everything in it) when the layer is released. */
+export const scratchSchema = (prefix = "chronicle_test") =>
+  Layer.scoped(
+    ScratchSchema,
+    Effect.gen(function*() {
+      const name = `${prefix}_${Math.random().toString(36).slice(2, 10)}`
+      const sql = yield* SqlClient.SqlClient
+      yield* Effect.addFinalizer(() => Effect.ignore(sql.unsafe(`DROP SCHEMA IF EXISTS "${name}" CASCADE`)))
+      return name
+    })
+  )
+
+export class ScratchSchema extends Effect.Tag("test/ScratchSchema")<ScratchSchema, string>() {}
+
+export interface StoreUnderTest {
+  readonly name: "memory" | "postgres"
+  readonly layer: (
+    projections: ReadonlyArray<Projection.Projection>
+  ) => Layer.Layer<any, any, never>
+}
+
+export const memoryStore: StoreUnderTest = {
+  name: "memory",
+  layer: (projections) => EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer(projections)))
+}
+
+export const pgStore = (options?: { readonly maxConnections?: number }): StoreUnderTest => ({
+  name: "postgres",
+  layer: (projections) =>
+    Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
+      EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer(projections)))
+    )).pipe(
+      Layer.provideMerge(scratchSchema()),
+      Layer.provideMerge(pgClient(options))
+    )
+})
