@@ -89,7 +89,7 @@ const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
  *
  * @since 0.1.0
  */
-export const make = <S, E, EI, SI = never>(options: {
+export const make = <S, E, EI, SI = unknown>(options: {
   readonly name: string
   readonly events: Schema.Schema<E, EI>
   readonly state?: Schema.Schema<S, SI> | undefined

@@ -90,16 +90,12 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   // Takes the locks of the streams a commit touches that `held` does not
   // already own (in id order, so two commits cannot deadlock), like the row
   // locks a PostgreSQL update waits for, then applies the batch.
-  const commitWith = (held: ReadonlySet<string>) => (batch: Storage.CommitBatch) =>
-    Effect.scoped(Effect.gen(function*() {
-      const ids = batch.streams.map((s) => s.streamId).filter((id) => !held.has(id)).sort()
-      for (const id of ids) {
-        const lock = lockOf(id)
-        yield* Effect.acquireRelease(lock.take(1), () => lock.release(1))
-      }
-      const now = yield* Clock.currentTimeMillis
-      return apply(batch, now)
-    }))
+  const commitWith = (held: ReadonlySet<string>) => (batch: Storage.CommitBatch) => {
+    const ids = batch.streams.map((s) => s.streamId).filter((id) => !held.has(id)).sort()
+    const applyNow = Effect.map(Clock.currentTimeMillis, (now) => apply(batch, now))
+    // withPermits waits interruptibly, so an interrupted save gives up its place and writes nothing.
+    return ids.reduceRight<Effect.Effect<Storage.CommitResult>>((inner, id) => lockOf(id).withPermits(1)(inner), applyNow)
+  }
 
   const begin: Effect.Effect<Storage.Transaction, never, Scope.Scope> = Effect.gen(function*() {
     const held = new Set<string>()

@@ -51,7 +51,8 @@ export const quoteSchema = (schema: string): string => {
 const statements = (s: string) => ({
   read: `SELECT seq, stream_id, version, type, data, metadata, "timestamp", tenant_id
 FROM ${s}.events
-WHERE stream_id = $1 AND version >= $2 AND version <= $3 AND "timestamp" <= $4
+WHERE stream_id = $1 AND version >= $2 AND version <= $3
+  AND date_trunc('milliseconds', "timestamp") <= $4
 ORDER BY version`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
   // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count.

@@ -1,0 +1,4 @@
+import { conformance } from "./conformance.js"
+import { memoryStore } from "./support.js"
+
+conformance(memoryStore)

@@ -1,0 +1,4 @@
+import { conformance } from "./conformance.js"
+import { pgStore } from "./support.js"
+
+conformance(pgStore())
