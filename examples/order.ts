@@ -4,6 +4,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import { Aggregate, CommandHandler, EventStore, Session } from "effect-chronicle"
 
@@ -112,10 +113,11 @@ export const markItemReadyWithWriteToAggregate = (command: MarkItemReady) =>
     expectedVersion: command.version
   })
 
-/** And as a decider-style handler with retry on conflicts. */
+/** And as a decider-style handler that retries on conflicts, with jittered back-off. */
 export const MarkItemReadyHandler = CommandHandler.make(Order, {
   id: (command: MarkItemReady) => command.orderId,
-  decide: decideMarkItemReady
+  decide: decideMarkItemReady,
+  retry: Schedule.spaced("2 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(20)))
 })
 
 /** Starts an order with the given items. */

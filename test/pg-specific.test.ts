@@ -1,0 +1,140 @@
+/**
+ * What only PostgreSQL can show: joining a caller's transaction, connections
+ * given back on interruption, concurrent migrations, wrapped driver errors.
+ */
+import { assert, describe, it, layer } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { EventStorePg, Projections, Session } from "effect-chronicle"
+import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
+import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
+
+const created = (...names: Array<string>) =>
+  new OrderCreated({ items: names.map((name) => new Item({ name, ready: false })) })
+
+const versionOf = (id: string) =>
+  Session.run(Effect.map(Session.readStream(id), (events) => events.length))
+
+describe("postgres", () => {
+  layer(pgStore({ maxConnections: 3 }).layer([]), { excludeTestServices: true })("store", (it) => {
+    it.effect("saveChanges inside the caller's withTransaction commits with the caller's own writes", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const schema = yield* ScratchSchema
+        yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS "${schema}".outbox (id text primary key)`)
+        const id = newId("order")
+        yield* sql.withTransaction(Session.run(Effect.gen(function*() {
+          yield* sql.unsafe(`INSERT INTO "${schema}".outbox VALUES ($1)`, [id])
+          const stream = yield* Session.fetchForWriting(Order, id)
+          yield* stream.appendOne(created("a"))
+          yield* Session.saveChanges
+        })))
+        assert.strictEqual(yield* versionOf(id), 1)
+        assert.strictEqual((yield* sql.unsafe(`SELECT id FROM "${schema}".outbox WHERE id = $1`, [id])).length, 1)
+      }))
+
+    it.effect("when the caller's transaction fails after saveChanges, the events roll back with it", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const schema = yield* ScratchSchema
+        yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS "${schema}".outbox (id text primary key)`)
+        const a = newId("order")
+        const b = newId("order")
+        const error = yield* Effect.flip(sql.withTransaction(Session.run(Effect.gen(function*() {
+          yield* sql.unsafe(`INSERT INTO "${schema}".outbox VALUES ($1)`, [a])
+          yield* Session.append(Order, a, [created("a")])
+          yield* Session.append(Order, b, [created("b")])
+          yield* Session.saveChanges
+          return yield* Effect.fail("caller gave up" as const)
+        }))))
+        assert.strictEqual(error, "caller gave up")
+        assert.strictEqual(yield* versionOf(a), 0)
+        assert.strictEqual(yield* versionOf(b), 0)
+        assert.strictEqual((yield* sql.unsafe(`SELECT id FROM "${schema}".outbox WHERE id = $1`, [a])).length, 0)
+      }))
+
+    it.effect("interrupted exclusive fetches give back their lock and their connection (pool of 3)", () =>
+      Effect.gen(function*() {
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges))
+        for (let round = 0; round < 6; round++) {
+          const holder = yield* Effect.fork(Session.run(Effect.zipRight(
+            Session.fetchForExclusiveWriting(Order, id),
+            Effect.never
+          )))
+          yield* Effect.sleep("30 millis")
+          const waiter = yield* Effect.fork(Session.run(Session.fetchForExclusiveWriting(Order, id, { timeout: "30 seconds" })))
+          yield* Effect.sleep("30 millis")
+          yield* Fiber.interrupt(waiter)
+          yield* Fiber.interrupt(holder)
+        }
+        // With a leak, six rounds would have exhausted the three connections long ago.
+        const stream = yield* Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForExclusiveWriting(Order, id, { timeout: "1 second" })
+          yield* stream.appendOne(new ItemReady({ name: "a" }))
+          yield* Session.saveChanges
+          return stream
+        })).pipe(Effect.timeout("5 seconds"))
+        assert.strictEqual(stream.version, 1)
+        assert.strictEqual(yield* versionOf(id), 2)
+        const sql = yield* SqlClient.SqlClient
+        const idle = yield* sql.unsafe<{ n: string }>(
+          `SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'idle in transaction' AND application_name = '@effect/sql-pg'`
+        )
+        assert.strictEqual(Number(idle[0].n), 0)
+      }))
+
+    it.effect("a storage failure is an EventStoreError wrapping the driver's error, never a raw SqlError", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const schema = yield* ScratchSchema
+        const id = newId("order")
+        // A constraint the events table enforces makes the insert fail inside PostgreSQL.
+        yield* sql.unsafe(`ALTER TABLE "${schema}".events ADD CONSTRAINT no_orders CHECK (type <> 'OrderCreated') NOT VALID`)
+        const error = yield* Effect.flip(
+          Session.run(Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges))
+        )
+        yield* sql.unsafe(`ALTER TABLE "${schema}".events DROP CONSTRAINT no_orders`)
+        assert.strictEqual(error._tag, "EventStoreError")
+        assert.strictEqual((error as any).cause?._tag, "SqlError")
+        assert.strictEqual(yield* versionOf(id), 0)
+        // The stream row's version bump rolled back with the statement: the next save starts at 1.
+        const saved = yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges))
+        assert.strictEqual(saved.streams[0].version, 1)
+      }))
+  })
+
+  it.live("several stores migrating one fresh schema at once apply each migration exactly once", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const stores = Array.from({ length: 6 }, () =>
+        Layer.build(EventStorePg.layer({ schema }).pipe(Layer.provide(Projections.layer([])))))
+      yield* Effect.all(stores, { concurrency: "unbounded" })
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql.unsafe<{ id: number }>(`SELECT id FROM "${schema}".migrations ORDER BY id`)
+      assert.deepStrictEqual(rows.map((r) => Number(r.id)), [1])
+      const tables = yield* sql.unsafe<{ table_name: string }>(
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
+        [schema]
+      )
+      assert.deepStrictEqual(tables.map((t) => t.table_name), ["events", "migrations", "streams"])
+    }).pipe(Effect.scoped, Effect.provide(scratchSchema().pipe(Layer.provideMerge(pgClient())))))
+
+  it.live("a schema name that is not an identifier is refused before any SQL runs", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Layer.build(
+        EventStorePg.layer({ schema: "x; DROP TABLE y" }).pipe(Layer.provide(Projections.layer([])))
+      ))
+      assert.isTrue(exit._tag === "Failure")
+      assert.include(String(exit._tag === "Failure" ? exit.cause : ""), "Invalid PostgreSQL schema name")
+    }).pipe(Effect.scoped, Effect.provide(pgClient())))
+
+  it.live("fetchLatest of an unknown stream is None on a fresh store", () =>
+    Effect.gen(function*() {
+      const latest = yield* Session.run(Session.fetchLatest(Order, newId("none")))
+      assert.isTrue(Option.isNone(latest))
+    }).pipe(Effect.provide(pgStore().layer([]))))
+})
