@@ -8,6 +8,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import type * as SchemaAST from "effect/SchemaAST"
 import type { EventEnvelope } from "./EventEnvelope.js"
 
 /**
@@ -55,9 +56,41 @@ export type Event<A> = A extends Aggregate<any, infer E, any, any> ? E : never
 export interface Codec<E> {
   readonly encode: (event: E) => Either.Either<{ readonly type: string; readonly data: unknown }, string>
   readonly decode: (type: string, data: unknown) => Either.Either<E, string>
+  /** The event types the schema knows, when they can be read off it (tagged classes, structs and unions of them). */
+  readonly tags: ReadonlySet<string> | undefined
 }
 
-const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
+const tagsOf = (ast: SchemaAST.AST): Array<string> | undefined => {
+  switch (ast._tag) {
+    case "Union": {
+      const all: Array<string> = []
+      for (const member of ast.types) {
+        const tags = tagsOf(member)
+        if (tags === undefined) return undefined
+        all.push(...tags)
+      }
+      return all
+    }
+    case "Transformation":
+      return tagsOf(ast.to)
+    case "Refinement":
+      return tagsOf(ast.from)
+    case "Suspend":
+      return undefined
+    case "TypeLiteral": {
+      const tag = ast.propertySignatures.find((p) => p.name === "_tag")
+      return tag !== undefined && tag.type._tag === "Literal" && typeof tag.type.literal === "string"
+        ? [tag.type.literal]
+        : undefined
+    }
+    default:
+      return undefined
+  }
+}
+
+/** @internal */
+export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
+  const tags = tagsOf(schema.ast)
   const encode = Schema.encodeEither(schema as Schema.Schema<E, EI, never>)
   const decode = Schema.decodeUnknownEither(schema as Schema.Schema<E, EI, never>)
   return {
@@ -77,8 +110,38 @@ const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
       Either.mapLeft(
         decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type }),
         (error) => ParseResult.TreeFormatter.formatErrorSync(error)
-      )
+      ),
+    tags: tags === undefined ? undefined : new Set(tags)
   }
+}
+
+/** @internal */
+export interface StateCodec<S> {
+  readonly encode: (state: S) => Either.Either<unknown, string>
+  readonly decode: (data: unknown) => Either.Either<S, string>
+}
+
+/** @internal */
+export const makeStateCodec = <S, SI>(schema: Schema.Schema<S, SI>): StateCodec<S> => {
+  const encode = Schema.encodeEither(schema as Schema.Schema<S, SI, never>)
+  const decode = Schema.decodeUnknownEither(schema as Schema.Schema<S, SI, never>)
+  return {
+    encode: (state) => Either.mapLeft(encode(state), (e) => ParseResult.TreeFormatter.formatErrorSync(e)),
+    decode: (data) => Either.mapLeft(decode(data), (e) => ParseResult.TreeFormatter.formatErrorSync(e))
+  }
+}
+
+const stateCodecs = new WeakMap<object, StateCodec<any>>()
+
+/** @internal the codec of an aggregate's state Schema (which stored snapshots need). */
+export const stateCodec = <S>(aggregate: Aggregate<S, any, any, any>): StateCodec<S> | undefined => {
+  if (aggregate.state === undefined) return undefined
+  let codec = stateCodecs.get(aggregate)
+  if (codec === undefined) {
+    codec = makeStateCodec(aggregate.state)
+    stateCodecs.set(aggregate, codec)
+  }
+  return codec
 }
 
 /**

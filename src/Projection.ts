@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import type * as Aggregate from "./Aggregate.js"
+import * as Aggregate from "./Aggregate.js"
 import type { EventEnvelope } from "./EventEnvelope.js"
 import type * as Schema from "effect/Schema"
 
@@ -44,6 +44,10 @@ export interface MultiStream<S = any, E = any> {
   readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
   readonly lifecycle: "Inline" | "Async"
   readonly version: number
+  /** @internal */
+  readonly codec: Aggregate.Codec<E>
+  /** @internal */
+  readonly stateCodec: Aggregate.StateCodec<S>
 }
 
 /**
@@ -107,5 +111,7 @@ export const multiStream = <S, E, SI, EI>(options: {
   key: options.key,
   evolve: options.evolve,
   lifecycle: options.lifecycle,
-  version: checkVersion(options.name, options.version)
+  version: checkVersion(options.name, options.version),
+  codec: Aggregate.makeCodec(options.events),
+  stateCodec: Aggregate.makeStateCodec(options.state)
 })

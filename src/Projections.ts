@@ -16,10 +16,16 @@ import type * as Projection from "./Projection.js"
  */
 export interface Registry {
   readonly all: ReadonlyArray<Projection.Projection>
-  /** The snapshot registration of an aggregate, or undefined when it is Live. */
+  /** The newest snapshot registration of an aggregate (the one fetches read), if any. */
   readonly snapshotOf: (aggregate: Aggregate.Any) => Projection.Snapshot | undefined
+  /** Every Inline snapshot version of an aggregate: all are written in the append transaction. */
+  readonly inlineSnapshotsOf: (aggregate: Aggregate.Any) => ReadonlyArray<Projection.Snapshot>
   /** The lifecycle an aggregate's state is kept with. */
   readonly lifecycleOf: (aggregate: Aggregate.Any) => Projection.Lifecycle
+  /** Inline multi-stream projections, written in every append transaction. */
+  readonly inlineMultiStream: ReadonlyArray<Projection.MultiStream>
+  /** Every Async projection, run by the projection daemon. */
+  readonly async: ReadonlyArray<Projection.Projection>
 }
 
 /**
@@ -47,10 +53,23 @@ export const make = (registrations: ReadonlyArray<Projection.Projection>): Regis
       if (current === undefined || current.version < p.version) snapshots.set(p.name, p)
     }
   }
+  const inline = new Map<string, Array<Projection.Snapshot>>()
+  for (const p of registrations) {
+    if (p._tag === "Snapshot" && p.lifecycle === "Inline") {
+      const list = inline.get(p.name) ?? []
+      list.push(p)
+      inline.set(p.name, list)
+    }
+  }
   return {
     all: registrations,
     snapshotOf: (aggregate) => snapshots.get(aggregate.name),
-    lifecycleOf: (aggregate) => snapshots.get(aggregate.name)?.lifecycle ?? "Live"
+    inlineSnapshotsOf: (aggregate) => inline.get(aggregate.name) ?? [],
+    lifecycleOf: (aggregate) => snapshots.get(aggregate.name)?.lifecycle ?? "Live",
+    inlineMultiStream: registrations.filter((p): p is Projection.MultiStream =>
+      p._tag === "MultiStream" && p.lifecycle === "Inline"
+    ),
+    async: registrations.filter((p) => p.lifecycle === "Async")
   }
 }
 

@@ -19,7 +19,7 @@ import {
   ConcurrencyError,
   EventDecodeError,
   EventEncodeError,
-  type EventStoreError,
+  EventStoreError,
   InvalidExpectedVersionError,
   type InvalidStreamIdError,
   StreamExistsError,
@@ -27,6 +27,7 @@ import {
 } from "./Errors.js"
 import type { EventEnvelope, EventMetadata } from "./EventEnvelope.js"
 import { currentMetadata, currentTenant, EventStore } from "./internal/store.js"
+import type * as Projection from "./Projection.js"
 import type * as Storage from "./Storage.js"
 import * as StreamId from "./StreamId.js"
 
@@ -170,6 +171,10 @@ export interface SessionShape {
     options?: { readonly expectedVersion?: number | undefined }
   ) => Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError>
   readonly saveChanges: Effect.Effect<SaveResult, SaveError>
+  readonly loadDocument: <S>(
+    projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
+    key: string
+  ) => Effect.Effect<Option.Option<S>, EventStoreError>
   /** @internal the identity-map entry of a stream: its state and version as this session last knew them. */
   readonly known: (aggregate: Aggregate.Any, id: string) => Option.Option<Known<any>>
 }
@@ -187,6 +192,13 @@ export interface Known<S> {
   readonly version: number
   /** True when the state is the outcome of this session's own save. */
   readonly saved: boolean
+}
+
+interface InlinePlan {
+  readonly documents: ReadonlyArray<Storage.DocumentWrite>
+  readonly inline: Storage.InlineWork | undefined
+  /** States the plan computed, reused by the identity map. */
+  readonly computed: ReadonlyMap<string, Option.Option<unknown>>
 }
 
 interface PendingEvent {
@@ -252,6 +264,50 @@ const decodeAll = <S, E>(
     return Effect.succeed(out)
   })
 
+// Aggregates whose evolve reads an envelope's sequence or timestamp: their
+// Inline snapshots are computed once the store has given the events those.
+const readsPositions = new WeakSet<object>()
+
+// Folds pending events with envelopes whose sequence and timestamp are not
+// known yet; returns undefined if evolve looked at either.
+const probeFold = (
+  entry: { readonly aggregate: Aggregate.Any; readonly streamId: string; readonly expected: Storage.Expected; readonly events: ReadonlyArray<PendingEvent> },
+  from: Option.Option<unknown>,
+  write: Storage.StreamWrite,
+  tenantId: string
+): Option.Option<unknown> | undefined => {
+  let touched = false
+  const touch = () => {
+    touched = true
+  }
+  const base = entry.expected as number
+  const envelopes = entry.events.map(({ event, metadata }, i) =>
+    Object.defineProperties({
+      streamId: entry.streamId,
+      version: base + i + 1,
+      type: write.events[i].type,
+      data: event,
+      tenantId,
+      correlationId: metadata.correlationId,
+      causationId: metadata.causationId,
+      headers: metadata.headers ?? {}
+    }, {
+      sequence: { enumerable: true, get: () => (touch(), 0) },
+      timestamp: { enumerable: true, get: () => (touch(), new Date(0)) }
+    }) as EventEnvelope<unknown>
+  )
+  const state = Aggregate.foldFrom(entry.aggregate, from, envelopes)
+  return touched ? undefined : state
+}
+
+const encodeSnapshot = (aggregate: Aggregate.Any, streamId: string, state: Option.Option<unknown>) => {
+  const codec = Aggregate.stateCodec(aggregate)!
+  return Either.mapLeft(
+    Option.isNone(state) ? Either.right(null) : codec.encode(state.value),
+    (message) => new EventStoreError({ message: `The ${aggregate.name} snapshot of "${streamId}" does not encode: ${message}` })
+  )
+}
+
 const tagOf = (event: unknown): string =>
   event !== null && typeof event === "object" && typeof (event as any)._tag === "string"
     ? (event as any)._tag
@@ -266,6 +322,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
   const store = yield* EventStore
   const scope = yield* Effect.scope
   const storage = store.storage
+  const registry = store.projections
   const pending = new Map<string, Pending>()
   const identity = new Map<string, Known<any>>()
   // The transaction that holds this session's exclusive locks, from the first
@@ -286,6 +343,31 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
         state: Aggregate.fold(aggregate, envelopes)
       }))
     )
+
+  // Inline and Async aggregates: the stored snapshot plus the events after it,
+  // in one round trip. An Inline snapshot is current, so no event is read.
+  const loadLatest = <S, E>(aggregate: Aggregate.Aggregate<S, E, any, any>, id: string) => {
+    const projection = registry.snapshotOf(aggregate)
+    const codec = Aggregate.stateCodec(aggregate)
+    if (projection === undefined || projection.lifecycle === "Live" || codec === undefined) return load(aggregate, id)
+    return Effect.gen(function*() {
+      const { snapshot, tail } = yield* ops().loadSnapshot(id, projection.name, projection.version)
+      let from: Option.Option<S> = Option.none()
+      let version = 0
+      if (snapshot !== undefined) {
+        const decoded = codec.decode(snapshot.data)
+        // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
+        if (Either.isLeft(decoded)) return yield* load(aggregate, id)
+        from = Option.some(decoded.right)
+        version = snapshot.streamVersion ?? 0
+      }
+      const envelopes = yield* decodeAll(aggregate, tail)
+      return {
+        version: envelopes.length === 0 ? version : envelopes[envelopes.length - 1].version,
+        state: Aggregate.foldFrom(aggregate, from, envelopes)
+      }
+    })
+  }
 
   const pendingFor = (aggregate: Aggregate.Any, id: string, mode: Pending["mode"], expected: Storage.Expected) => {
     let entry = pending.get(id)
@@ -336,7 +418,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
     Effect.gen(function*() {
       yield* StreamId.validate(id)
       yield* validateExpected(id, options?.expectedVersion)
-      const loaded = yield* load(aggregate, id)
+      const loaded = yield* loadLatest(aggregate, id)
       return yield* streamFor(aggregate, id, loaded, options)
     })
 
@@ -353,7 +435,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       if (!locked) {
         return yield* new StreamLockedError({ streamId: id, timeoutMillis: Duration.toMillis(timeout) })
       }
-      const loaded = yield* load(aggregate, id)
+      const loaded = yield* loadLatest(aggregate, id)
       return yield* streamFor(aggregate, id, loaded, options)
     })
 
@@ -371,7 +453,22 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       const known = identity.get(identityKey(aggregate, id))
       // After our own save the identity map holds the newest state we can know of.
       if (known !== undefined && known.saved) return Effect.succeed(known.state)
-      return aggregateStream(aggregate, id)
+      return Effect.zipRight(StreamId.validate(id), Effect.map(loadLatest(aggregate, id), (loaded) => loaded.state))
+    })
+
+  const loadDocument: SessionShape["loadDocument"] = (projection, key) =>
+    Effect.gen(function*() {
+      const codec = projection._tag === "Snapshot" ? Aggregate.stateCodec(projection.aggregate) : projection.stateCodec
+      if (codec === undefined) return Option.none()
+      const docs = yield* ops().readDocuments([{ projection: projection.name, projectionVersion: projection.version, id: key }])
+      if (docs.length === 0) return Option.none()
+      const decoded = codec.decode(docs[0].data)
+      if (Either.isLeft(decoded)) {
+        return yield* new EventStoreError({
+          message: `Document "${key}" of projection ${projection.name} v${projection.version} cannot be decoded: ${decoded.left}`
+        })
+      }
+      return Option.some(decoded.right)
     })
 
   const readStream: SessionShape["readStream"] = (id, options) =>
@@ -437,21 +534,8 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
         actualVersion: conflict.actual
       })
 
-  // Folds the saved events onto the state this session already had at the
-  // stream's previous version (the identity-map optimisation): no read needed.
-  const remember = (entry: Pending, committed: Storage.CommittedStream, tenantId: string) => {
-    const key = identityKey(entry.aggregate, entry.streamId)
-    const known = identity.get(key)
-    const baseline: Option.Option<Option.Option<unknown>> = committed.previousVersion === 0
-      ? Option.some(Option.none())
-      : known !== undefined && known.version === committed.previousVersion
-      ? Option.some(known.state)
-      : Option.none()
-    if (Option.isNone(baseline)) {
-      identity.delete(key)
-      return
-    }
-    const envelopes = committed.events.map((position, i) => {
+  const envelopesOf = (entry: Pending, committed: Storage.CommittedStream, tenantId: string) =>
+    committed.events.map((position, i): EventEnvelope<unknown> => {
       const { event, metadata } = entry.events[i]
       return {
         streamId: entry.streamId,
@@ -466,11 +550,192 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
         headers: metadata.headers ?? {}
       }
     })
+
+  // The state this session knows a stream had at `version`: Some(None) for a
+  // stream with no events, None when the session does not know.
+  const knownAt = (entry: Pending, version: Storage.Expected): Option.Option<Option.Option<unknown>> => {
+    if (version === 0) return Option.some(Option.none())
+    const known = identity.get(identityKey(entry.aggregate, entry.streamId))
+    return known !== undefined && known.version === version ? Option.some(known.state) : Option.none()
+  }
+
+  // Folds the saved events onto the state this session already had at the
+  // stream's previous version (the identity-map optimisation): no read needed.
+  const remember = (
+    entry: Pending,
+    committed: Storage.CommittedStream,
+    tenantId: string,
+    computed: Option.Option<unknown> | undefined
+  ) => {
+    const key = identityKey(entry.aggregate, entry.streamId)
+    if (computed !== undefined) {
+      identity.set(key, { state: computed, version: committed.version, saved: true })
+      return
+    }
+    const baseline = knownAt(entry, committed.previousVersion)
+    if (Option.isNone(baseline)) {
+      identity.delete(key)
+      return
+    }
     identity.set(key, {
-      state: Aggregate.foldFrom(entry.aggregate, baseline.value, envelopes),
+      state: Aggregate.foldFrom(entry.aggregate, baseline.value, envelopesOf(entry, committed, tenantId)),
       version: committed.version,
       saved: true
     })
+  }
+
+  // Inline projection work of a save: Inline snapshots whose new state is known
+  // before the insert go into the same statement as the events; the rest (and
+  // multi-stream views) run after the insert in the same transaction.
+  const planInline = (
+    entries: ReadonlyArray<Pending>,
+    batch: Storage.CommitBatch
+  ): Either.Either<InlinePlan, EventStoreError> => {
+    const computed = new Map<string, Option.Option<unknown>>()
+    const documents: Array<Storage.DocumentWrite> = []
+    const slow: Array<{ entry: Pending; baseline: Option.Option<Option.Option<unknown>> }> = []
+    let failure: EventStoreError | undefined
+
+    entries.forEach((entry, s) => {
+      const snapshots = registry.inlineSnapshotsOf(entry.aggregate)
+      if (snapshots.length === 0 || entry.events.length === 0 || entry.aggregate.state === undefined) return
+      const baseline = knownAt(entry, entry.expected)
+      if (Option.isSome(baseline) && !readsPositions.has(entry.aggregate)) {
+        const probed = probeFold(entry, baseline.value, batch.streams[s], batch.tenantId)
+        if (probed !== undefined) {
+          const encoded = encodeSnapshot(entry.aggregate, entry.streamId, probed)
+          if (Either.isLeft(encoded)) {
+            failure = encoded.left
+            return
+          }
+          computed.set(entry.streamId, probed)
+          const version = (entry.expected as number) + entry.events.length
+          for (const p of snapshots) {
+            documents.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId, data: encoded.right, streamVersion: version })
+          }
+          return
+        }
+        readsPositions.add(entry.aggregate)
+      }
+      slow.push({ entry, baseline })
+    })
+    if (failure !== undefined) return Either.left(failure)
+
+    const views = registry.inlineMultiStream.filter((view) =>
+      batch.streams.some((w) => w.events.some((e) => view.codec.tags === undefined || view.codec.tags.has(e.type)))
+    )
+    if (slow.length === 0 && views.length === 0) return Either.right({ documents, inline: undefined, computed })
+
+    const byId = (committed: ReadonlyArray<Storage.CommittedStream>) => new Map(committed.map((c) => [c.streamId, c]))
+    let viewEvents: Array<{ view: Projection.MultiStream; key: string; envelope: EventEnvelope<unknown> }> = []
+    let viewFailure: EventStoreError | undefined
+
+    const inline: Storage.InlineWork = {
+      documents: (committed) => {
+        const refs: Array<Storage.DocumentRef> = []
+        const streams = byId(committed)
+        for (const { baseline, entry } of slow) {
+          if (Option.isSome(baseline)) continue
+          for (const p of registry.inlineSnapshotsOf(entry.aggregate)) {
+            refs.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId })
+          }
+        }
+        viewEvents = []
+        for (const view of views) {
+          batch.streams.forEach((write) => {
+            const c = streams.get(write.streamId)
+            if (c === undefined) return
+            write.events.forEach((event, i) => {
+              if (view.codec.tags !== undefined && !view.codec.tags.has(event.type)) return
+              const decoded = view.codec.decode(event.type, event.data)
+              if (Either.isLeft(decoded)) {
+                if (view.codec.tags !== undefined) {
+                  viewFailure ??= new EventStoreError({
+                    message: `Projection ${view.name}: event ${event.type} of stream "${write.streamId}" does not decode: ${decoded.left}`
+                  })
+                }
+                return
+              }
+              const envelope: EventEnvelope<unknown> = {
+                streamId: write.streamId,
+                version: c.events[i].version,
+                sequence: c.events[i].sequence,
+                type: event.type,
+                data: decoded.right,
+                timestamp: c.events[i].timestamp,
+                tenantId: batch.tenantId,
+                correlationId: event.metadata.correlationId,
+                causationId: event.metadata.causationId,
+                headers: event.metadata.headers ?? {}
+              }
+              const key = view.key(envelope)
+              if (key === undefined) return
+              viewEvents.push({ view, key, envelope })
+              refs.push({ projection: view.name, projectionVersion: view.version, id: key })
+            })
+          })
+        }
+        return refs
+      },
+      compute: (committed, existing) => {
+        if (viewFailure !== undefined) return Either.left(viewFailure)
+        const streams = byId(committed)
+        const docs = new Map(existing.map((d) => [`${d.projection}\u0000${d.projectionVersion}\u0000${d.id}`, d]))
+        const writes: Array<Storage.DocumentWrite> = []
+        for (const { baseline, entry } of slow) {
+          const c = streams.get(entry.streamId)!
+          const envelopes = envelopesOf(entry, c, batch.tenantId)
+          const codec = Aggregate.stateCodec(entry.aggregate)!
+          for (const p of registry.inlineSnapshotsOf(entry.aggregate)) {
+            let from = baseline
+            if (Option.isNone(from)) {
+              const doc = docs.get(`${p.name}\u0000${p.version}\u0000${entry.streamId}`)
+              if (c.previousVersion === 0) from = Option.some(Option.none())
+              else if (doc !== undefined && doc.streamVersion === c.previousVersion) {
+                const decoded = codec.decode(doc.data)
+                if (Either.isRight(decoded)) from = Option.some(Option.some(decoded.right))
+              }
+            }
+            // A snapshot behind the stream stays behind: fetches fold the events after it.
+            if (Option.isNone(from)) continue
+            const state = Aggregate.foldFrom(entry.aggregate, from.value, envelopes)
+            computed.set(entry.streamId, state)
+            const encoded = encodeSnapshot(entry.aggregate, entry.streamId, state)
+            if (Either.isLeft(encoded)) return Either.left(encoded.left)
+            writes.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId, data: encoded.right, streamVersion: c.version })
+          }
+        }
+        const views = new Map<string, { view: Projection.MultiStream; key: string; state: unknown }>()
+        viewEvents.sort((a, b) => a.envelope.sequence - b.envelope.sequence)
+        for (const { envelope, key, view } of viewEvents) {
+          const docKey = `${view.name}\u0000${view.version}\u0000${key}`
+          let current = views.get(docKey)
+          if (current === undefined) {
+            const doc = docs.get(docKey)
+            let state: unknown = view.initial
+            if (doc !== undefined) {
+              const decoded = view.stateCodec.decode(doc.data)
+              if (Either.isLeft(decoded)) {
+                return Either.left(new EventStoreError({ message: `Projection ${view.name}: document "${key}" does not decode: ${decoded.left}` }))
+              }
+              state = decoded.right
+            }
+            current = { view, key, state }
+            views.set(docKey, current)
+          }
+          current.state = view.evolve(current.state, envelope.data, envelope)
+        }
+        for (const { key, state, view } of views.values()) {
+          const encoded = view.stateCodec.encode(state)
+          if (Either.isLeft(encoded)) {
+            return Either.left(new EventStoreError({ message: `Projection ${view.name}: document "${key}" does not encode: ${encoded.left}` }))
+          }
+          writes.push({ projection: view.name, projectionVersion: view.version, id: key, data: encoded.right, streamVersion: null })
+        }
+        return Either.right(writes)
+      }
+    }
+    return Either.right({ documents, inline, computed })
   }
 
   const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.gen(function*() {
@@ -485,13 +750,19 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       pending.clear()
       return { streams: [] }
     }
-    const result = yield* (target ?? storage).commit(batch)
+    const plan = planInline(entries, batch)
+    if (Either.isLeft(plan)) {
+      if (target !== undefined) yield* Effect.ignore(target.commit({ tenantId, streams: [] }))
+      return yield* Effect.fail(plan.left)
+    }
+    const { computed, documents, inline } = plan.right
+    const result = yield* (target ?? storage).commit({ ...batch, documents, inline })
     if (result._tag === "Conflicted") {
       return yield* Effect.fail(conflictError(result.conflicts[0]))
     }
     for (const committed of result.streams) {
       const entry = pending.get(committed.streamId)
-      if (entry !== undefined) remember(entry, committed, tenantId)
+      if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
     }
     pending.clear()
     return {
@@ -515,6 +786,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
     startStream,
     append,
     saveChanges,
+    loadDocument,
     known
   } satisfies SessionShape
 })
@@ -622,6 +894,18 @@ export const append = <S, E>(
   options?: { readonly expectedVersion?: number | undefined }
 ): Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError, Session> =>
   Effect.flatMap(Session, (session) => session.append(aggregate, id, events, options))
+
+/**
+ * The stored document of a snapshot or multi-stream projection, exactly as
+ * persisted (an Async one may lag: this does not fold the events after it).
+ *
+ * @since 0.1.0
+ */
+export const loadDocument = <S>(
+  projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
+  key: string
+): Effect.Effect<Option.Option<S>, EventStoreError, Session> =>
+  Effect.flatMap(Session, (session) => session.loadDocument(projection, key))
 
 /**
  * Writes everything pending in one transaction; on failure nothing is written.

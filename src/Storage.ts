@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
+import type { Either } from "effect/Either"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { EventStoreError } from "./Errors.js"
@@ -65,9 +66,60 @@ export type Expected = number | "any"
  */
 export interface StreamWrite {
   readonly streamId: string
+  /** The aggregate type, stored as the stream type (and on each event, for projections). */
   readonly aggregateType: string
   readonly expected: Expected
   readonly events: ReadonlyArray<NewEvent>
+}
+
+/**
+ * Names one stored document: a snapshot (keyed by stream id) or a multi-stream
+ * view (keyed by its own key), of one version of one projection.
+ *
+ * @since 0.1.0
+ */
+export interface DocumentRef {
+  readonly projection: string
+  readonly projectionVersion: number
+  readonly id: string
+}
+
+/**
+ * A stored document: encoded state, and for snapshots the stream version it reflects.
+ *
+ * @since 0.1.0
+ */
+export interface StoredDocument extends DocumentRef {
+  readonly data: unknown
+  readonly streamVersion: number | null
+}
+
+/**
+ * A document to upsert.
+ *
+ * @since 0.1.0
+ */
+export interface DocumentWrite extends DocumentRef {
+  readonly data: unknown
+  readonly streamVersion: number | null
+}
+
+/**
+ * Inline projection work that needs the positions the store gives the new
+ * events, or documents other writers may change: run after the events are
+ * inserted, in the same transaction, synchronously (so the in-memory store can
+ * do everything in one atomic step).
+ *
+ * @since 0.1.0
+ */
+export interface InlineWork {
+  /** The documents `compute` needs, read (and locked) before it runs. */
+  readonly documents: (committed: ReadonlyArray<CommittedStream>) => ReadonlyArray<DocumentRef>
+  /** The documents to write; a failure rolls the whole save back. */
+  readonly compute: (
+    committed: ReadonlyArray<CommittedStream>,
+    existing: ReadonlyArray<StoredDocument>
+  ) => Either<ReadonlyArray<DocumentWrite>, EventStoreError>
 }
 
 /**
@@ -78,6 +130,9 @@ export interface StreamWrite {
 export interface CommitBatch {
   readonly tenantId: string
   readonly streams: ReadonlyArray<StreamWrite>
+  /** Documents known before the insert (Inline snapshots): written by the same statement. */
+  readonly documents?: ReadonlyArray<DocumentWrite> | undefined
+  readonly inline?: InlineWork | undefined
 }
 
 /**
@@ -136,6 +191,16 @@ export interface ReadOptions {
 }
 
 /**
+ * A stored snapshot and the stream's events after the version it reflects.
+ *
+ * @since 0.1.0
+ */
+export interface SnapshotLoad {
+  readonly snapshot: StoredDocument | undefined
+  readonly tail: ReadonlyArray<StoredEvent>
+}
+
+/**
  * Reading and committing, inside or outside a transaction.
  *
  * @since 0.1.0
@@ -143,6 +208,14 @@ export interface ReadOptions {
 export interface Operations {
   /** The stream's events in version order (empty for a stream with no events). */
   readonly readStream: (streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
+  /** In one round trip: the stream's stored snapshot and the events after it (all events without one). */
+  readonly loadSnapshot: (
+    streamId: string,
+    projection: string,
+    projectionVersion: number
+  ) => Effect.Effect<SnapshotLoad, EventStoreError>
+  /** Stored documents by reference; missing ones are left out. */
+  readonly readDocuments: (refs: ReadonlyArray<DocumentRef>) => Effect.Effect<ReadonlyArray<StoredDocument>, EventStoreError>
   /** Writes the batch atomically, or nothing when any expectation fails. */
   readonly commit: (batch: CommitBatch) => Effect.Effect<CommitResult, EventStoreError>
 }

@@ -9,7 +9,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import { Aggregate, CommandHandler, EventStore, Session } from "effect-chronicle"
+import { Aggregate, CommandHandler, EventStore, Projection, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated, OrderReady, OrderShipped } from "../examples/order.js"
 import { newId, type StoreUnderTest } from "./support.js"
 
@@ -24,8 +24,8 @@ const versionOf = (id: string) =>
   Session.run(Effect.map(Session.readStream(id), (events) => events.length === 0 ? 0 : events[events.length - 1].version))
 
 // A counter with one event type, for the torture tests.
-class Incremented extends Schema.TaggedClass<Incremented>()("Incremented", { by: Schema.Number, command: Schema.String }) {}
-const Counter = Aggregate.make({
+export class Incremented extends Schema.TaggedClass<Incremented>()("Incremented", { by: Schema.Number, command: Schema.String }) {}
+export const Counter = Aggregate.make({
   name: "Counter",
   events: Incremented,
   state: Schema.Struct({ total: Schema.Number, commands: Schema.Array(Schema.String) }),
@@ -40,8 +40,11 @@ const AlienAggregate = Aggregate.make({ name: "Alien", events: Alien, initial: 0
 class BadItemReady extends Schema.TaggedClass<BadItemReady>()("ItemReady", { name: Schema.Number }) {}
 const BadAggregate = Aggregate.make({ name: "Order", events: BadItemReady, initial: 0, evolve: (s) => s + 1 })
 
-export const conformance = (store: StoreUnderTest) =>
-  layer(store.layer([]), { excludeTestServices: true })(`conformance: ${store.name}`, (it) => {
+export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecycle = "Live") =>
+  layer(
+    store.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Order, lifecycle), Projection.snapshot(Counter, lifecycle)]),
+    { excludeTestServices: true }
+  )(`conformance: ${store.name}, ${lifecycle}`, (it) => {
     describe("fetchForWriting", () => {
       it.effect("a new stream has no aggregate and version 0; appending 6 events makes version 6", () =>
         Effect.gen(function*() {

@@ -1,4 +1,6 @@
 import { conformance } from "./conformance.js"
 import { memoryStore } from "./support.js"
 
-conformance(memoryStore)
+for (const lifecycle of ["Live", "Inline", "Async"] as const) {
+  conformance(memoryStore, lifecycle)
+}

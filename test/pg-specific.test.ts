@@ -10,6 +10,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { EventStorePg, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
+import { migrations } from "../src/pg/migrations.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
 const created = (...names: Array<string>) =>
@@ -115,12 +116,18 @@ describe("postgres", () => {
       yield* Effect.all(stores, { concurrency: "unbounded" })
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql.unsafe<{ id: number }>(`SELECT id FROM "${schema}".migrations ORDER BY id`)
-      assert.deepStrictEqual(rows.map((r) => Number(r.id)), [1])
+      assert.deepStrictEqual(rows.map((r) => Number(r.id)), migrations.map((m) => m.id))
       const tables = yield* sql.unsafe<{ table_name: string }>(
         `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
         [schema]
       )
-      assert.deepStrictEqual(tables.map((t) => t.table_name), ["events", "migrations", "streams"])
+      assert.deepStrictEqual(tables.map((t) => t.table_name), [
+        "documents",
+        "events",
+        "migrations",
+        "projection_progress",
+        "streams"
+      ])
     }).pipe(Effect.scoped, Effect.provide(scratchSchema().pipe(Layer.provideMerge(pgClient())))))
 
   it.live("a schema name that is not an identifier is refused before any SQL runs", () =>

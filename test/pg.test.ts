@@ -1,4 +1,6 @@
 import { conformance } from "./conformance.js"
 import { pgStore } from "./support.js"
 
-conformance(pgStore())
+for (const lifecycle of ["Live", "Inline", "Async"] as const) {
+  conformance(pgStore(), lifecycle)
+}

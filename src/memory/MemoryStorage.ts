@@ -8,14 +8,23 @@
 import * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import type { EventStoreError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
 
 interface StreamRow {
   readonly aggregateType: string
   version: number
-  readonly events: Array<Storage.StoredEvent>
+  readonly events: Array<LoggedEvent>
+}
+
+/** A stored event with what the projection daemon orders and filters by. */
+interface LoggedEvent extends Storage.StoredEvent {
+  readonly streamType: string
+  /** The commit that wrote it: commits are atomic here, so commit order is visibility order. */
+  readonly commit: number
 }
 
 /**
@@ -25,7 +34,11 @@ interface StreamRow {
  */
 export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   const streams = new Map<string, StreamRow>()
-  const log: Array<Storage.StoredEvent> = []
+  const log: Array<LoggedEvent> = []
+  let commits = 0
+  // Wakes projection daemons waiting for new events.
+  const listeners = new Set<() => void>()
+  const notify = () => listeners.forEach((listener) => listener())
   // One mutex per stream stands in for PostgreSQL's row lock on the stream.
   const locks = new Map<string, Effect.Semaphore>()
   const lockOf = (id: string) => {
@@ -47,9 +60,29 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       return row.events.filter((e) => e.version >= from && e.version <= to && e.timestamp.getTime() <= until)
     })
 
-  // Checks and applies a batch in one synchronous step: nothing can interleave,
-  // so either every stream passes and is written or nothing is.
-  const apply = (batch: Storage.CommitBatch, now: number): Storage.CommitResult => {
+  const documents = new Map<string, Storage.StoredDocument>()
+  const docKey = (ref: Storage.DocumentRef) => `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.id}`
+  const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
+    Effect.sync(() => refs.flatMap((ref) => {
+      const doc = documents.get(docKey(ref))
+      return doc === undefined ? [] : [structuredClone(doc)]
+    }))
+
+  const loadSnapshot = (id: string, projection: string, projectionVersion: number) =>
+    Effect.sync((): Storage.SnapshotLoad => {
+      const snapshot = documents.get(docKey({ projection, projectionVersion, id }))
+      const after = snapshot?.streamVersion ?? 0
+      const events = streams.get(id)?.events ?? []
+      return {
+        snapshot: snapshot === undefined ? undefined : structuredClone(snapshot),
+        tail: events.filter((e) => e.version > after)
+      }
+    })
+
+  // Checks, computes and applies a batch in one synchronous step: nothing can
+  // interleave, so either every stream passes and everything is written, or
+  // nothing is.
+  const apply = (batch: Storage.CommitBatch, now: number): Either.Either<Storage.CommitResult, EventStoreError> => {
     const conflicts: Array<Storage.Conflict> = []
     for (const write of batch.streams) {
       const actual = streams.get(write.streamId)?.version ?? 0
@@ -57,44 +90,71 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
         conflicts.push({ streamId: write.streamId, expected: write.expected, actual })
       }
     }
-    if (conflicts.length > 0) return { _tag: "Conflicted", conflicts }
+    if (conflicts.length > 0) return Either.right({ _tag: "Conflicted", conflicts })
     const timestamp = new Date(now)
+    let sequence = log.length
     const committed = batch.streams.map((write): Storage.CommittedStream => {
+      const previousVersion = streams.get(write.streamId)?.version ?? 0
+      const events = write.events.map((_, i): Storage.AppendedEvent => ({
+        version: previousVersion + i + 1,
+        sequence: ++sequence,
+        timestamp
+      }))
+      return { streamId: write.streamId, previousVersion, version: previousVersion + write.events.length, events }
+    })
+    let inlineWrites: ReadonlyArray<Storage.DocumentWrite> = []
+    if (batch.inline !== undefined) {
+      const existing = batch.inline.documents(committed).flatMap((ref) => {
+        const doc = documents.get(docKey(ref))
+        return doc === undefined ? [] : [doc]
+      })
+      const computed = batch.inline.compute(committed, existing)
+      if (Either.isLeft(computed)) return Either.left(computed.left)
+      inlineWrites = computed.right
+    }
+    const commit = ++commits
+    batch.streams.forEach((write, s) => {
+      if (write.events.length === 0) return
       let row = streams.get(write.streamId)
       if (row === undefined) {
         row = { aggregateType: write.aggregateType, version: 0, events: [] }
-        if (write.events.length > 0) streams.set(write.streamId, row)
+        streams.set(write.streamId, row)
       }
-      const previousVersion = row.version
-      const appended = write.events.map((event): Storage.AppendedEvent => {
-        const stored: Storage.StoredEvent = {
+      write.events.forEach((event, i) => {
+        const position = committed[s].events[i]
+        const stored: LoggedEvent = {
           streamId: write.streamId,
-          version: ++row.version,
-          sequence: log.length + 1,
+          version: position.version,
+          sequence: position.sequence,
           type: event.type,
           // A deep copy, as a database would keep, so later mutation of the caller's objects cannot leak in.
           data: structuredClone(event.data),
           metadata: structuredClone(event.metadata),
           timestamp,
-          tenantId: batch.tenantId
+          tenantId: batch.tenantId,
+          streamType: write.aggregateType,
+          commit
         }
         log.push(stored)
-        row.events.push(stored)
-        return { version: stored.version, sequence: stored.sequence, timestamp }
+        row!.events.push(stored)
       })
-      return { streamId: write.streamId, previousVersion, version: row.version, events: appended }
+      row.version = committed[s].version
     })
-    return { _tag: "Committed", streams: committed }
+    for (const write of [...(batch.documents ?? []), ...inlineWrites]) {
+      documents.set(docKey(write), structuredClone(write))
+    }
+    if (committed.some((c) => c.events.length > 0)) notify()
+    return Either.right({ _tag: "Committed", streams: committed })
   }
 
-  // Takes the locks of the streams a commit touches that `held` does not
-  // already own (in id order, so two commits cannot deadlock), like the row
-  // locks a PostgreSQL update waits for, then applies the batch.
   const commitWith = (held: ReadonlySet<string>) => (batch: Storage.CommitBatch) => {
     const ids = batch.streams.map((s) => s.streamId).filter((id) => !held.has(id)).sort()
-    const applyNow = Effect.map(Clock.currentTimeMillis, (now) => apply(batch, now))
+    const applyNow = Effect.flatMap(Clock.currentTimeMillis, (now) => apply(batch, now))
     // withPermits waits interruptibly, so an interrupted save gives up its place and writes nothing.
-    return ids.reduceRight<Effect.Effect<Storage.CommitResult>>((inner, id) => lockOf(id).withPermits(1)(inner), applyNow)
+    return ids.reduceRight<Effect.Effect<Storage.CommitResult, EventStoreError>>(
+      (inner, id) => lockOf(id).withPermits(1)(inner),
+      applyNow
+    )
   }
 
   const begin: Effect.Effect<Storage.Transaction, never, Scope.Scope> = Effect.gen(function*() {
@@ -116,10 +176,12 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       )
     return {
       readStream,
+      loadSnapshot,
+      readDocuments,
       lock,
       commit: (batch) => Effect.ensuring(commitWith(held)(batch), releaseAll)
     }
   })
 
-  return { readStream, commit: commitWith(new Set()), begin }
+  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin }
 })

@@ -12,6 +12,7 @@ import type * as SqlConnection from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import { EventStoreError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
@@ -55,7 +56,8 @@ WHERE stream_id = $1 AND version >= $2 AND version <= $3
   AND date_trunc('milliseconds', "timestamp") <= $4
 ORDER BY version`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
-  // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count.
+  // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
+  // $12..$16 documents to upsert (projection, version, id, data, stream version), $17 notify channel.
   commit: `WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS i(id, agg, expected, n)
 ), upd AS (
@@ -77,8 +79,8 @@ ORDER BY version`,
 ), ok AS (
   SELECT id, version FROM upd UNION ALL SELECT id, version FROM ins_new UNION ALL SELECT id, version FROM ins_any
 ), ev AS (
-  INSERT INTO ${s}.events (stream_id, version, type, data, metadata, tenant_id)
-  SELECT e.stream_id, ok.version - i.n + e.ord, e.type, e.data::jsonb, e.meta::jsonb, $5
+  INSERT INTO ${s}.events (stream_id, version, type, stream_type, data, metadata, tenant_id)
+  SELECT e.stream_id, ok.version - i.n + e.ord, e.type, i.agg, e.data::jsonb, e.meta::jsonb, $5
   FROM unnest($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[])
     WITH ORDINALITY AS e(stream_id, ord, type, data, meta, pos)
   JOIN ok ON ok.id = e.stream_id
@@ -86,10 +88,40 @@ ORDER BY version`,
   WHERE (SELECT count(*) FROM ok) = $11
   ORDER BY e.pos
   RETURNING seq, stream_id, version, "timestamp"
+), docs AS (
+  INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
+  SELECT p, v, k, x::jsonb, sv FROM unnest($12::text[], $13::int4[], $14::text[], $15::text[], $16::int8[]) AS t(p, v, k, x, sv)
+  WHERE (SELECT count(*) FROM ok) = $11
+  ON CONFLICT (projection, projection_version, id) DO UPDATE
+  SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
+  RETURNING 1
 )
 SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::timestamptz AS "timestamp" FROM ok
 UNION ALL
-SELECT stream_id, version, seq, "timestamp" FROM ev`,
+SELECT stream_id, version, seq, "timestamp" FROM ev
+UNION ALL
+SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, '')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
+  snapshot: `WITH d AS (
+  SELECT data, stream_version FROM ${s}.documents
+  WHERE projection = $2 AND projection_version = $3 AND id = $1 AND data IS NOT NULL
+)
+SELECT true AS snapshot, NULL::bigint AS seq, d.stream_version AS version, NULL::text AS type, d.data,
+  NULL::jsonb AS metadata, NULL::timestamptz AS "timestamp", NULL::text AS tenant_id FROM d
+UNION ALL
+SELECT false, e.seq, e.version, e.type, e.data, e.metadata, e."timestamp", e.tenant_id FROM ${s}.events e
+WHERE e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
+  documents: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[])) AND data IS NOT NULL`,
+  // Placeholders (data NULL) make concurrent first writers of one document queue on its row.
+  placeholders: `INSERT INTO ${s}.documents (projection, projection_version, id, data)
+SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[]) ON CONFLICT DO NOTHING`,
+  lockDocuments: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[]))
+ORDER BY projection, projection_version, id FOR UPDATE`,
+  upsertDocuments: `INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
+SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS t(p, v, k, x, sv)
+ON CONFLICT (projection, projection_version, id) DO UPDATE
+SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
   versions: `SELECT id, version FROM ${s}.streams WHERE id = ANY($1::text[])`,
   // Locks the stream row, creating a version-0 placeholder for a stream that
   // does not exist yet, so that a new stream can be locked too. A version-0
@@ -128,6 +160,46 @@ export const migrate = (schema: string) =>
     }))
   }).pipe(Effect.mapError(wrap(`Migrating the event store schema "${schema}" failed`)))
 
+/**
+ * The channel a commit notifies (at commit time) for projection daemons to wake up.
+ *
+ * @since 0.1.0
+ */
+export const notifyChannel = (schema: string) => `chronicle_${schema}`
+
+interface EventRow {
+  readonly seq: string
+  readonly version: string
+  readonly type: string
+  readonly data: unknown
+  readonly metadata: Storage.StoredMetadata
+  readonly timestamp: Date
+  readonly tenant_id: string
+}
+
+interface SnapshotRow extends EventRow {
+  readonly snapshot: boolean
+}
+
+interface DocumentRow {
+  readonly projection: string
+  readonly projection_version: number
+  readonly id: string
+  readonly data: unknown
+  readonly stream_version: string | null
+}
+
+const toStored = (streamId: string, row: EventRow): Storage.StoredEvent => ({
+  streamId,
+  version: Number(row.version),
+  sequence: Number(row.seq),
+  type: row.type,
+  data: row.data,
+  metadata: row.metadata,
+  timestamp: row.timestamp,
+  tenantId: row.tenant_id
+})
+
 interface CommitRow {
   readonly stream_id: string
   readonly version: string | number
@@ -144,35 +216,59 @@ interface CommitRow {
 export const make = (options?: Options) =>
   Effect.gen(function*() {
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-    const q = statements(quoteSchema(options?.schema ?? "chronicle"))
+    const schema = options?.schema ?? "chronicle"
+    const q = statements(quoteSchema(schema))
+    const channel = notifyChannel(schema)
+
+    const toDocument = (row: DocumentRow): Storage.StoredDocument => ({
+      projection: row.projection,
+      projectionVersion: Number(row.projection_version),
+      id: row.id,
+      data: row.data,
+      streamVersion: row.stream_version === null ? null : Number(row.stream_version)
+    })
+    const refArrays = (refs: ReadonlyArray<Storage.DocumentRef>) => [
+      refs.map((r) => r.projection),
+      refs.map((r) => r.projectionVersion),
+      refs.map((r) => r.id)
+    ]
+    const writeArrays = (writes: ReadonlyArray<Storage.DocumentWrite>) => [
+      ...refArrays(writes),
+      writes.map((w) => JSON.stringify(w.data)),
+      writes.map((w) => w.streamVersion)
+    ]
+
+    const loadSnapshot = (id: string, projection: string, projectionVersion: number) =>
+      sql.unsafe<SnapshotRow>(q.snapshot, [id, projection, projectionVersion]).pipe(
+        Effect.map((rows): Storage.SnapshotLoad => {
+          let snapshot: Storage.StoredDocument | undefined
+          const tail: Array<Storage.StoredEvent> = []
+          for (const row of rows) {
+            if (row.snapshot) {
+              snapshot = { projection, projectionVersion, id, data: row.data, streamVersion: Number(row.version) }
+            } else {
+              tail.push(toStored(id, row))
+            }
+          }
+          tail.sort((a, b) => a.version - b.version)
+          return { snapshot, tail }
+        }),
+        Effect.mapError(wrap(`Reading the snapshot of stream "${id}" failed`))
+      )
+
+    const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
+      refs.length === 0 ? Effect.succeed([]) : sql.unsafe<DocumentRow>(q.documents, refArrays(refs)).pipe(
+        Effect.map((rows) => rows.map(toDocument)),
+        Effect.mapError(wrap("Reading documents failed"))
+      )
 
     const readStream = (id: string, options?: Storage.ReadOptions) =>
-      sql.unsafe<{
-        seq: string
-        stream_id: string
-        version: string
-        type: string
-        data: unknown
-        metadata: Storage.StoredMetadata
-        timestamp: Date
-        tenant_id: string
-      }>(q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
-        Effect.map((rows) =>
-          rows.map((row): Storage.StoredEvent => ({
-            streamId: row.stream_id,
-            version: Number(row.version),
-            sequence: Number(row.seq),
-            type: row.type,
-            data: row.data,
-            metadata: row.metadata,
-            timestamp: row.timestamp,
-            tenantId: row.tenant_id
-          }))
-        ),
+      sql.unsafe<EventRow>(q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
+        Effect.map((rows) => rows.map((row) => toStored(id, row))),
         Effect.mapError(wrap(`Reading stream "${id}" failed`))
       )
 
-    const run = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError> =>
+    const run = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
       Effect.gen(function*() {
         const ids: Array<string> = []
         const types: Array<string> = []
@@ -197,11 +293,14 @@ export const make = (options?: Options) =>
           })
         }
         const rows = yield* sql.unsafe<CommitRow>(q.commit, [
-          ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length
+          ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length,
+          ...writeArrays(batch.documents ?? []),
+          channel
         ])
         const passed = new Map<string, number>()
         const appended = new Map<string, Array<Storage.AppendedEvent>>()
         for (const row of rows) {
+          if (row.stream_id === null) continue // the notification's row
           if (row.seq === null) {
             passed.set(row.stream_id, Number(row.version))
           } else {
@@ -224,14 +323,29 @@ export const make = (options?: Options) =>
             }))
           } as const
         }
-        return {
-          _tag: "Committed",
-          streams: batch.streams.map((w): Storage.CommittedStream => {
-            const version = passed.get(w.streamId)!
-            const events = (appended.get(w.streamId) ?? []).sort((a, b) => a.version - b.version)
-            return { streamId: w.streamId, previousVersion: version - w.events.length, version, events }
-          })
-        } as const
+        const committed = batch.streams.map((w): Storage.CommittedStream => {
+          const version = passed.get(w.streamId)!
+          const events = (appended.get(w.streamId) ?? []).sort((a, b) => a.version - b.version)
+          return { streamId: w.streamId, previousVersion: version - w.events.length, version, events }
+        })
+        if (batch.inline !== undefined) yield* runInline(batch.inline, committed)
+        return { _tag: "Committed", streams: committed } as const
+      })
+
+    // Runs inside the commit's transaction, after the events are in.
+    const runInline = (work: Storage.InlineWork, committed: ReadonlyArray<Storage.CommittedStream>) =>
+      Effect.gen(function*() {
+        const refs = work.documents(committed)
+        let existing: ReadonlyArray<Storage.StoredDocument> = []
+        if (refs.length > 0) {
+          yield* sql.unsafe(q.placeholders, refArrays(refs))
+          existing = (yield* sql.unsafe<DocumentRow>(q.lockDocuments, refArrays(refs)))
+            .filter((row) => row.data !== null)
+            .map(toDocument)
+        }
+        const writes = work.compute(committed, existing)
+        if (Either.isLeft(writes)) return yield* Effect.fail(writes.left)
+        if (writes.right.length > 0) yield* sql.unsafe(q.upsertDocuments, writeArrays(writes.right))
       })
 
     class Rollback {
@@ -239,15 +353,16 @@ export const make = (options?: Options) =>
     }
 
     // Several streams: the statement's partial updates must roll back with a
-    // conflict, so they run in a transaction (a savepoint inside a caller's).
+    // conflict; inline work takes statements of its own. Both run in a
+    // transaction (a savepoint inside a caller's).
     const commit = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
-      (batch.streams.length === 1
+      (batch.streams.length === 1 && batch.inline === undefined
         ? run(batch)
         : sql.withTransaction(
           Effect.flatMap(run(batch), (result) =>
             result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
         ).pipe(Effect.catchIf((e): e is Rollback => e instanceof Rollback, (e) => Effect.succeed(e.result)))
-      ).pipe(Effect.mapError((e) => wrap("Saving events failed")(e as SqlError)))
+      ).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError)))
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
       const conn: SqlConnection.Connection = yield* sql.reserve
@@ -278,14 +393,16 @@ export const make = (options?: Options) =>
           open = false
           yield* conn.executeUnprepared(result._tag === "Committed" ? "COMMIT" : "ROLLBACK", [], undefined)
           return result
-        }).pipe(Effect.mapError(wrap("Saving events failed")))
+        }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)))
 
       return {
         readStream: (id, options) => inTx(readStream(id, options)),
+        loadSnapshot: (id, projection, version) => inTx(loadSnapshot(id, projection, version)),
+        readDocuments: (refs) => inTx(readDocuments(refs)),
         lock,
         commit
       } satisfies Storage.Transaction
     }).pipe(Effect.mapError(wrap("Opening a transaction failed")))
 
-    return { readStream, commit, begin } satisfies Storage.Storage
+    return { readStream, loadSnapshot, readDocuments, commit, begin } satisfies Storage.Storage
   })

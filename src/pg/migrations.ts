@@ -41,6 +41,7 @@ CREATE TABLE ${s}.events (
   stream_id   text        NOT NULL,
   version     bigint      NOT NULL,
   type        text        NOT NULL,
+  stream_type text        NOT NULL,
   data        jsonb       NOT NULL,
   metadata    jsonb       NOT NULL DEFAULT '{}'::jsonb,
   "timestamp" timestamptz NOT NULL DEFAULT now(),
@@ -49,6 +50,30 @@ CREATE TABLE ${s}.events (
   CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 );
 CREATE INDEX events_tx_seq ON ${s}.events (tx_id, seq);
+`
+  },
+  {
+    id: 2,
+    name: "projections",
+    sql: (s) => `
+CREATE TABLE ${s}.documents (
+  projection         text        NOT NULL,
+  projection_version int         NOT NULL,
+  id                 text        NOT NULL,
+  data               jsonb,
+  stream_version     bigint,
+  updated_at         timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (projection, projection_version, id)
+);
+CREATE TABLE ${s}.projection_progress (
+  projection         text        NOT NULL,
+  projection_version int         NOT NULL,
+  tx_id              xid8        NOT NULL DEFAULT '0'::xid8,
+  seq                bigint      NOT NULL DEFAULT 0,
+  processed          bigint      NOT NULL DEFAULT 0,
+  updated_at         timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (projection, projection_version)
+);
 `
   }
 ]
