@@ -72,7 +72,8 @@ const tagsOf = (ast: SchemaAST.AST): Array<string> | undefined => {
       return all
     }
     case "Transformation":
-      return tagsOf(ast.to)
+      // The stored type is the encoded tag, so the encoded side is the one to read.
+      return tagsOf(ast.from)
     case "Refinement":
       return tagsOf(ast.from)
     case "Suspend":
