@@ -24,6 +24,8 @@ export interface Options {
   readonly schema?: string | undefined
   /** Lock time-out of exclusive fetches that do not set one (default 5 seconds). */
   readonly lockTimeout?: Duration.DurationInput | undefined
+  /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */
+  readonly claimInterval?: Duration.DurationInput | undefined
 }
 
 /**
@@ -35,7 +37,7 @@ export const make = (options?: Options) =>
   Effect.gen(function*() {
     const schema = options?.schema ?? "chronicle"
     yield* PgStorage.migrate(schema)
-    const storage = yield* PgStorage.make({ schema })
+    const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval })
     const projections = yield* Projections
     return EventStore.of({
       storage,

@@ -10,6 +10,7 @@ import type * as Duration from "effect/Duration"
 import type { Either } from "effect/Either"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import type { EventStoreError } from "./Errors.js"
 
 /**
@@ -248,4 +249,101 @@ export interface Transaction extends Operations {
 export interface Storage extends Operations {
   /** Opens a transaction that lives until `commit` or the end of the scope. */
   readonly begin: Effect.Effect<Transaction, EventStoreError, Scope.Scope>
+  /** What the projection daemon needs. */
+  readonly projections: ProjectionStorage
+}
+
+/**
+ * A position in the log in commit order: the writing transaction, then the
+ * sequence. Readers that checkpoint on it never skip an event whose
+ * transaction committed after a later one.
+ *
+ * @since 0.1.0
+ */
+export interface Checkpoint {
+  readonly txId: bigint
+  readonly sequence: number
+}
+
+/**
+ * The position before the first event.
+ *
+ * @since 0.1.0
+ */
+export const origin: Checkpoint = { txId: 0n, sequence: 0 }
+
+/**
+ * Whether `a` is after `b` in commit order.
+ *
+ * @since 0.1.0
+ */
+export const isAfter = (a: Checkpoint, b: Checkpoint): boolean =>
+  a.txId > b.txId || (a.txId === b.txId && a.sequence > b.sequence)
+
+/**
+ * A stored event as the projection daemon reads it.
+ *
+ * @since 0.1.0
+ */
+export interface LoggedEvent extends StoredEvent {
+  readonly streamType: string
+  readonly txId: bigint
+}
+
+/**
+ * One version of one projection.
+ *
+ * @since 0.1.0
+ */
+export interface ProjectionRef {
+  readonly name: string
+  readonly version: number
+}
+
+/**
+ * A projection's stored progress.
+ *
+ * @since 0.1.0
+ */
+export interface Progress {
+  readonly checkpoint: Checkpoint
+  /** Events processed since the projection (re)started from the origin. */
+  readonly processed: number
+}
+
+/**
+ * What the leader of one projection may do. Obtained by `claim`, which makes
+ * sure one worker at a time (across processes) runs a projection.
+ *
+ * @since 0.1.0
+ */
+export interface ProjectionWorker {
+  /**
+   * Up to `limit` events after the checkpoint, in commit order, that no
+   * transaction still running can precede (gap-safe).
+   */
+  readonly readAfter: (after: Checkpoint, limit: number) => Effect.Effect<ReadonlyArray<LoggedEvent>, EventStoreError>
+  readonly readDocuments: (refs: ReadonlyArray<DocumentRef>) => Effect.Effect<ReadonlyArray<StoredDocument>, EventStoreError>
+  readonly progress: Effect.Effect<Progress, EventStoreError>
+  /** Writes the documents and moves the checkpoint, atomically. */
+  readonly store: (writes: ReadonlyArray<DocumentWrite>, progress: Progress) => Effect.Effect<void, EventStoreError>
+  /** Deletes the projection's documents and progress, atomically (a rebuild starts from here). */
+  readonly reset: Effect.Effect<void, EventStoreError>
+}
+
+/**
+ * The projection daemon's view of a store.
+ *
+ * @since 0.1.0
+ */
+export interface ProjectionStorage {
+  /** Waits until this process leads the projection; the scope's end gives it up. */
+  readonly claim: (ref: ProjectionRef) => Effect.Effect<ProjectionWorker, EventStoreError, Scope.Scope>
+  readonly progress: (ref: ProjectionRef) => Effect.Effect<Progress, EventStoreError>
+  /** The position of the last committed event (the origin for an empty log). */
+  readonly head: Effect.Effect<{ readonly checkpoint: Checkpoint; readonly sequence: number }, EventStoreError>
+  /** How many committed events lie after a position. */
+  readonly countAfter: (after: Checkpoint) => Effect.Effect<number, EventStoreError>
+  /** Ticks after commits that appended events (best effort: readers also poll). */
+  readonly changes: Stream.Stream<void>
 }

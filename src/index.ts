@@ -22,6 +22,8 @@ export * as EventStorePg from "./EventStorePg.js"
 /** @since 0.1.0 */
 export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
+export * as ProjectionDaemon from "./ProjectionDaemon.js"
+/** @since 0.1.0 */
 export * as Projections from "./Projections.js"
 /** @since 0.1.0 */
 export * as Session from "./Session.js"

@@ -11,8 +11,9 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { EventStoreError } from "../Errors.js"
-import type * as Storage from "../Storage.js"
+import * as Storage from "../Storage.js"
 
 interface StreamRow {
   readonly aggregateType: string
@@ -183,5 +184,56 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     }
   })
 
-  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin }
+  // Projection progress and leadership. Commits are atomic here, so every
+  // stored event is visible and the log's order is commit order.
+  const progress = new Map<string, Storage.Progress>()
+  const leaders = new Map<string, Effect.Semaphore>()
+  const refKey = (ref: Storage.ProjectionRef) => `${ref.name}\u0000${ref.version}`
+  const positionOf = (event: LoggedEvent): Storage.Checkpoint => ({ txId: BigInt(event.commit), sequence: event.sequence })
+  const progressOf = (ref: Storage.ProjectionRef) =>
+    Effect.sync(() => progress.get(refKey(ref)) ?? { checkpoint: Storage.origin, processed: 0 })
+  // The log is in (commit, sequence) order and sequences are 1..n, so a position is an index.
+  const indexAfter = (after: Storage.Checkpoint) => Math.min(after.sequence, log.length)
+
+  const projections: Storage.ProjectionStorage = {
+    claim: (ref) =>
+      Effect.gen(function*() {
+        const key = refKey(ref)
+        let leader = leaders.get(key)
+        if (leader === undefined) leaders.set(key, leader = Effect.unsafeMakeSemaphore(1))
+        const lock = leader
+        yield* Effect.acquireRelease(lock.take(1), () => lock.release(1)).pipe(Effect.interruptible)
+        return {
+          readAfter: (after, limit) =>
+            Effect.sync(() => log.slice(indexAfter(after), indexAfter(after) + limit).map((e) => ({ ...e, txId: BigInt(e.commit) }))),
+          readDocuments,
+          progress: progressOf(ref),
+          store: (writes, next) =>
+            Effect.sync(() => {
+              for (const write of writes) documents.set(docKey(write), structuredClone(write))
+              progress.set(key, next)
+            }),
+          reset: Effect.sync(() => {
+            for (const k of Array.from(documents.keys())) {
+              const doc = documents.get(k)!
+              if (doc.projection === ref.name && doc.projectionVersion === ref.version) documents.delete(k)
+            }
+            progress.delete(key)
+          })
+        } satisfies Storage.ProjectionWorker
+      }),
+    progress: progressOf,
+    head: Effect.sync(() => {
+      const last = log[log.length - 1]
+      return last === undefined ? { checkpoint: Storage.origin, sequence: 0 } : { checkpoint: positionOf(last), sequence: last.sequence }
+    }),
+    countAfter: (after) => Effect.sync(() => log.length - indexAfter(after)),
+    changes: Stream.async<void>((emit) => {
+      const listener = () => void emit.single(undefined)
+      listeners.add(listener)
+      return Effect.sync(() => listeners.delete(listener))
+    })
+  }
+
+  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin, projections }
 })

@@ -7,15 +7,19 @@
  *
  * @since 0.1.0
  */
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { EventStoreError } from "../Errors.js"
-import type * as Storage from "../Storage.js"
+import * as Storage from "../Storage.js"
 import { migrations } from "./migrations.js"
 
 /**
@@ -26,6 +30,8 @@ import { migrations } from "./migrations.js"
 export interface Options {
   /** The PostgreSQL schema the tables live in (default `chronicle`). */
   readonly schema?: string | undefined
+  /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */
+  readonly claimInterval?: Duration.DurationInput | undefined
 }
 
 /**
@@ -118,6 +124,25 @@ SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[]) ON CONFLI
   lockDocuments: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
 WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[]))
 ORDER BY projection, projection_version, id FOR UPDATE`,
+  progress: `SELECT tx_id::text AS tx_id, seq, processed FROM ${s}.projection_progress
+WHERE projection = $1 AND projection_version = $2`,
+  saveProgress: `INSERT INTO ${s}.projection_progress AS p (projection, projection_version, tx_id, seq, processed)
+VALUES ($1, $2, $3::xid8, $4, $5)
+ON CONFLICT (projection, projection_version) DO UPDATE
+SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq, processed = EXCLUDED.processed, updated_at = now()`,
+  deleteDocuments: `DELETE FROM ${s}.documents WHERE projection = $1 AND projection_version = $2`,
+  deleteProgress: `DELETE FROM ${s}.projection_progress WHERE projection = $1 AND projection_version = $2`,
+  // Gap-safe: only transactions older than every one still running, so no
+  // later commit can ever land before the checkpoint.
+  readAfter: `SELECT seq, stream_id, version, type, stream_type, data, metadata, "timestamp", tenant_id, tx_id::text AS tx_id
+FROM ${s}.events
+WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx_id, seq
+LIMIT $3`,
+  head: `SELECT tx_id::text AS tx_id, seq FROM ${s}.events ORDER BY tx_id DESC, seq DESC LIMIT 1`,
+  countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
+  tryLock: `SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok`,
+  unlock: `SELECT pg_advisory_unlock(hashtext($1), hashtext($2))`,
   upsertDocuments: `INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
 SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS t(p, v, k, x, sv)
 ON CONFLICT (projection, projection_version, id) DO UPDATE
@@ -175,6 +200,12 @@ interface EventRow {
   readonly metadata: Storage.StoredMetadata
   readonly timestamp: Date
   readonly tenant_id: string
+}
+
+interface LoggedRow extends EventRow {
+  readonly stream_id: string
+  readonly stream_type: string
+  readonly tx_id: string
 }
 
 interface SnapshotRow extends EventRow {
@@ -404,5 +435,107 @@ export const make = (options?: Options) =>
       } satisfies Storage.Transaction
     }).pipe(Effect.mapError(wrap("Opening a transaction failed")))
 
-    return { readStream, loadSnapshot, readDocuments, commit, begin } satisfies Storage.Storage
+    const checkpointOf = (row: { tx_id: string; seq: string }): Storage.Checkpoint => ({
+      txId: BigInt(row.tx_id),
+      sequence: Number(row.seq)
+    })
+    const progressOf = (ref: Storage.ProjectionRef) =>
+      sql.unsafe<{ tx_id: string; seq: string; processed: string }>(q.progress, [ref.name, ref.version]).pipe(
+        Effect.map((rows): Storage.Progress =>
+          rows.length === 0
+            ? { checkpoint: Storage.origin, processed: 0 }
+            : { checkpoint: checkpointOf(rows[0]), processed: Number(rows[0].processed) }
+        ),
+        Effect.mapError(wrap(`Reading the progress of projection ${ref.name} failed`))
+      )
+
+    // Leadership is a session advisory lock on a reserved connection, and every
+    // statement of the leader runs on that connection: if it dies, so does the
+    // lock, and the leader's next statement fails instead of writing as a zombie.
+    const claim = (ref: Storage.ProjectionRef) =>
+      Effect.gen(function*() {
+        const conn: SqlConnection.Connection = yield* sql.reserve
+        const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+        const key = [`effect-chronicle:${schema}`, `${ref.name}@${ref.version}`]
+        const tryLock = onConn(sql.unsafe<{ ok: boolean }>(q.tryLock, key))
+        yield* tryLock.pipe(
+          Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(options?.claimInterval ?? "500 millis") })
+        )
+        yield* Effect.addFinalizer(() => Effect.ignore(onConn(sql.unsafe(q.unlock, key))))
+        const inTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.uninterruptibleMask((restore) =>
+            Effect.zipRight(
+              conn.executeUnprepared("BEGIN", [], undefined),
+              restore(onConn(effect)).pipe(
+                Effect.onExit((exit) =>
+                  exit._tag === "Success"
+                    ? Effect.orDie(conn.executeUnprepared("COMMIT", [], undefined))
+                    : Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined))
+                )
+              )
+            )
+          )
+        return {
+          readAfter: (after, limit) =>
+            onConn(sql.unsafe<LoggedRow>(q.readAfter, [after.txId.toString(), after.sequence, limit])).pipe(
+              Effect.map((rows) =>
+                rows.map((row): Storage.LoggedEvent => ({
+                  ...toStored(row.stream_id, row),
+                  streamType: row.stream_type,
+                  txId: BigInt(row.tx_id)
+                }))
+              ),
+              Effect.mapError(wrap(`Reading events for projection ${ref.name} failed`))
+            ),
+          readDocuments: (refs) => onConn(readDocuments(refs)),
+          progress: onConn(progressOf(ref)),
+          store: (writes, progress) =>
+            inTransaction(Effect.gen(function*() {
+              if (writes.length > 0) yield* sql.unsafe(q.upsertDocuments, writeArrays(writes))
+              yield* sql.unsafe(q.saveProgress, [
+                ref.name,
+                ref.version,
+                progress.checkpoint.txId.toString(),
+                progress.checkpoint.sequence,
+                progress.processed
+              ])
+            })).pipe(Effect.mapError(wrap(`Storing projection ${ref.name} failed`))),
+          reset: inTransaction(Effect.zipRight(
+            sql.unsafe(q.deleteDocuments, [ref.name, ref.version]),
+            sql.unsafe(q.deleteProgress, [ref.name, ref.version])
+          )).pipe(Effect.mapError(wrap(`Resetting projection ${ref.name} failed`)))
+        } satisfies Storage.ProjectionWorker
+      }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap(`Claiming projection ${ref.name} failed`)(e)))
+
+    const pg = yield* Effect.serviceOption(PgClient.PgClient)
+    const projections: Storage.ProjectionStorage = {
+      claim,
+      progress: progressOf,
+      head: sql.unsafe<{ tx_id: string; seq: string }>(q.head).pipe(
+        Effect.map((rows) =>
+          rows.length === 0
+            ? { checkpoint: Storage.origin, sequence: 0 }
+            : { checkpoint: checkpointOf(rows[0]), sequence: Number(rows[0].seq) }
+        ),
+        Effect.mapError(wrap("Reading the head of the log failed"))
+      ),
+      countAfter: (after) =>
+        sql.unsafe<{ n: string }>(q.countAfter, [after.txId.toString(), after.sequence]).pipe(
+          Effect.map((rows) => Number(rows[0].n)),
+          Effect.mapError(wrap("Counting events failed"))
+        ),
+      // LISTEN when the client can (PgClient); readers poll as well, so a lost notification only delays them.
+      changes: Option.match(pg, {
+        onNone: () => Stream.never,
+        onSome: (client) =>
+          client.listen(channel).pipe(
+            Stream.as(undefined as void),
+            Stream.retry(Schedule.spaced("1 second")),
+            Stream.catchAll(() => Stream.never)
+          )
+      })
+    }
+
+    return { readStream, loadSnapshot, readDocuments, commit, begin, projections } satisfies Storage.Storage
   })
