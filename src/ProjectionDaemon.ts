@@ -320,8 +320,13 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
       ) as Effect.Effect<never>
     }
 
+    // Interruptible even when started from a finalizer (after a rebuild), which
+    // would otherwise hand the worker its uninterruptible mode.
     const start = (projection: Projection.Projection) =>
-      Effect.tap(Effect.forkIn(run(projection), scope), (fiber) => Effect.sync(() => workers.set(keyOf(refOf(projection)), fiber)))
+      Effect.tap(
+        Effect.forkIn(Effect.interruptible(run(projection)), scope),
+        (fiber) => Effect.sync(() => workers.set(keyOf(refOf(projection)), fiber))
+      )
     yield* Effect.forEach(projections, start, { discard: true })
 
     const status: Effect.Effect<ReadonlyArray<Status>, EventStoreError> = Effect.gen(function*() {
