@@ -106,7 +106,7 @@ SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::timestamptz AS "time
 UNION ALL
 SELECT stream_id, version, seq, "timestamp" FROM ev
 UNION ALL
-SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, '')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
+SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, 'append')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
   snapshot: `WITH d AS (
   SELECT data, stream_version FROM ${s}.documents
   WHERE projection = $2 AND projection_version = $3 AND id = $1 AND data IS NOT NULL
