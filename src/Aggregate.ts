@@ -89,6 +89,48 @@ const tagsOf = (ast: SchemaAST.AST): Array<string> | undefined => {
   }
 }
 
+/**
+ * Why an encoded value would not come back the same from JSON (the storage
+ * format of both stores), or undefined when it would. A Schema whose encoded
+ * side is not JSON (a `Date` from `DateFromSelf`, `NaN`, a `bigint`) is
+ * caught at the save instead of poisoning the stream for every later read.
+ *
+ * @internal
+ */
+export const jsonProblem = (value: unknown, path = "$"): string | undefined => {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return undefined
+    case "number":
+      return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot hold`
+    case "object": {
+      if (value === null) return undefined
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          if (value[i] === undefined) return `${path}[${i}] is undefined, which JSON turns into null`
+          const problem = jsonProblem(value[i], `${path}[${i}]`)
+          if (problem !== undefined) return problem
+        }
+        return undefined
+      }
+      const proto = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) {
+        return `${path} is a ${value.constructor?.name ?? "non-plain object"}, not plain JSON (encode it with a Schema that yields JSON)`
+      }
+      for (const key in value) {
+        const field = (value as Record<string, unknown>)[key]
+        if (field === undefined) continue // JSON drops it, as an absent optional field
+        const problem = jsonProblem(field, `${path}.${key}`)
+        if (problem !== undefined) return problem
+      }
+      return undefined
+    }
+    default:
+      return `${path} is a ${typeof value}, which JSON cannot hold`
+  }
+}
+
 /** @internal */
 export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
   const tags = tagsOf(schema.ast)
@@ -104,7 +146,8 @@ export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
           }
           // The tag lives in the type column; the payload is stored without it.
           const { _tag, ...data } = encoded as Record<string, unknown>
-          return Either.right({ type: _tag as string, data })
+          const problem = jsonProblem(data)
+          return problem === undefined ? Either.right({ type: _tag as string, data }) : Either.left(problem)
         }
       }),
     decode: (type, data) =>
@@ -127,7 +170,14 @@ export const makeStateCodec = <S, SI>(schema: Schema.Schema<S, SI>): StateCodec<
   const encode = Schema.encodeEither(schema as Schema.Schema<S, SI, never>)
   const decode = Schema.decodeUnknownEither(schema as Schema.Schema<S, SI, never>)
   return {
-    encode: (state) => Either.mapLeft(encode(state), (e) => ParseResult.TreeFormatter.formatErrorSync(e)),
+    encode: (state) =>
+      Either.flatMap(
+        Either.mapLeft(encode(state), (e) => ParseResult.TreeFormatter.formatErrorSync(e)),
+        (encoded) => {
+          const problem = jsonProblem(encoded)
+          return problem === undefined ? Either.right(encoded) : Either.left(problem)
+        }
+      ),
     decode: (data) => Either.mapLeft(decode(data), (e) => ParseResult.TreeFormatter.formatErrorSync(e))
   }
 }

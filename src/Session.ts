@@ -10,6 +10,8 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -202,6 +204,8 @@ interface InlinePlan {
 }
 
 interface PendingEvent {
+  /** The aggregate whose Schema encodes it (another one may share the stream id). */
+  readonly aggregate: Aggregate.Any
   readonly event: unknown
   readonly metadata: EventMetadata
 }
@@ -327,9 +331,9 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
   const identity = new Map<string, Known<any>>()
   // The transaction that holds this session's exclusive locks, from the first
   // exclusive fetch until the save (or the end of the session's scope).
-  let transaction: Storage.Transaction | undefined
+  let transaction: { readonly transaction: Storage.Transaction; readonly scope: Scope.CloseableScope } | undefined
 
-  const ops = (): Storage.Operations => transaction ?? storage
+  const ops = (): Storage.Operations => transaction?.transaction ?? storage
 
   const load = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
@@ -381,10 +385,17 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
     return entry
   }
 
-  const appendTo = (entry: Pending, events: Iterable<unknown>) =>
+  const appendTo = (entry: Pending, aggregate: Aggregate.Any, events: Iterable<unknown>) =>
     Effect.flatMap(FiberRef.get(currentMetadata), (metadata) =>
       Effect.sync(() => {
-        for (const event of events) entry.events.push({ event, metadata })
+        let target = entry
+        if (pending.get(entry.streamId) !== entry) {
+          // A stream used again after its save: the next save expects the version this session saved.
+          const known = identity.get(identityKey(entry.aggregate, entry.streamId))
+          const expected = known !== undefined && known.saved ? known.version : entry.expected
+          target = pending.get(entry.streamId) ?? pendingFor(entry.aggregate, entry.streamId, entry.mode, expected)
+        }
+        for (const event of events) target.events.push({ aggregate, event, metadata })
       }))
 
   const streamFor = <S, E>(
@@ -407,8 +418,8 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
         id,
         aggregate: loaded.state,
         version: loaded.version,
-        appendOne: (event) => appendTo(entry, [event]),
-        appendMany: (events) => appendTo(entry, events),
+        appendOne: (event) => appendTo(entry, aggregate, [event]),
+        appendMany: (events) => appendTo(entry, aggregate, events),
         alwaysEnforceConsistency: (on = true) => Effect.sync(() => void (entry.enforce = on))
       }
     })
@@ -428,10 +439,12 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       yield* validateExpected(id, options?.expectedVersion)
       const timeout = options?.timeout === undefined ? store.defaultLockTimeout : Duration.decode(options.timeout)
       if (transaction === undefined) {
-        transaction = yield* Scope.extend(storage.begin, scope)
+        // A scope of its own, so that the save can end it before the session does.
+        const txScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        transaction = { transaction: yield* Scope.extend(storage.begin, txScope), scope: txScope }
       }
       const tenant = yield* FiberRef.get(currentTenant)
-      const locked = yield* transaction.lock(id, aggregate.name, tenant, timeout)
+      const locked = yield* transaction.transaction.lock(id, aggregate.name, tenant, timeout)
       if (!locked) {
         return yield* new StreamLockedError({ streamId: id, timeoutMillis: Duration.toMillis(timeout) })
       }
@@ -485,7 +498,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
     )
 
   const startStream: SessionShape["startStream"] = (aggregate, id, events) =>
-    Effect.flatMap(StreamId.validate(id), () => appendTo(pendingFor(aggregate, id, "start", 0), events))
+    Effect.flatMap(StreamId.validate(id), () => appendTo(pendingFor(aggregate, id, "start", 0), aggregate, events))
 
   const append: SessionShape["append"] = (aggregate, id, events, options) =>
     Effect.gen(function*() {
@@ -498,7 +511,7 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       if (existing !== undefined && options?.expectedVersion !== undefined) {
         entry.expected = options.expectedVersion
       }
-      yield* appendTo(entry, events)
+      yield* appendTo(entry, aggregate, events)
     })
 
   const encodeBatch = (tenantId: string, entries: ReadonlyArray<Pending>) =>
@@ -506,8 +519,8 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       const streams: Array<Storage.StreamWrite> = []
       for (const entry of entries) {
         const events: Array<Storage.NewEvent> = []
-        for (const { event, metadata } of entry.events) {
-          const encoded = entry.aggregate.codec.encode(event)
+        for (const { aggregate, event, metadata } of entry.events) {
+          const encoded = aggregate.codec.encode(event)
           if (Either.isLeft(encoded)) {
             return Effect.fail(
               new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: encoded.left })
@@ -738,41 +751,48 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
     return Either.right({ documents, inline, computed })
   }
 
-  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.gen(function*() {
-    const entries = Array.from(pending.values()).filter((entry) => entry.events.length > 0 || entry.enforce)
-    const tenantId = yield* FiberRef.get(currentTenant)
-    const batch = yield* encodeBatch(tenantId, entries)
-    const target = transaction
-    // Whatever the outcome, a commit ends the transaction and its locks.
+  const save = (target: Storage.Transaction | undefined) =>
+    Effect.gen(function*() {
+      const entries = Array.from(pending.values()).filter((entry) => entry.events.length > 0 || entry.enforce)
+      const tenantId = yield* FiberRef.get(currentTenant)
+      const batch = yield* encodeBatch(tenantId, entries)
+      if (entries.length === 0) {
+        if (target !== undefined) yield* target.commit(batch)
+        return { streams: [] }
+      }
+      const plan = planInline(entries, batch)
+      if (Either.isLeft(plan)) return yield* Effect.fail(plan.left)
+      const { computed, documents, inline } = plan.right
+      const result = yield* (target ?? storage).commit({ ...batch, documents, inline })
+      if (result._tag === "Conflicted") {
+        return yield* Effect.fail(conflictError(result.conflicts[0]))
+      }
+      for (const committed of result.streams) {
+        const entry = pending.get(committed.streamId)
+        if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
+      }
+      return {
+        streams: result.streams.map((s) => ({
+          streamId: s.streamId,
+          previousVersion: s.previousVersion,
+          version: s.version,
+          sequences: s.events.map((e) => e.sequence)
+        }))
+      }
+    })
+
+  // A save ends the unit of work, whatever its outcome: pending appends are
+  // dropped (a retry fetches again), and the transaction of an exclusive fetch
+  // ends, giving back its locks and its connection.
+  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.suspend(() => {
+    const open = transaction
     transaction = undefined
-    if (entries.length === 0) {
-      if (target !== undefined) yield* target.commit(batch)
-      pending.clear()
-      return { streams: [] }
-    }
-    const plan = planInline(entries, batch)
-    if (Either.isLeft(plan)) {
-      if (target !== undefined) yield* Effect.ignore(target.commit({ tenantId, streams: [] }))
-      return yield* Effect.fail(plan.left)
-    }
-    const { computed, documents, inline } = plan.right
-    const result = yield* (target ?? storage).commit({ ...batch, documents, inline })
-    if (result._tag === "Conflicted") {
-      return yield* Effect.fail(conflictError(result.conflicts[0]))
-    }
-    for (const committed of result.streams) {
-      const entry = pending.get(committed.streamId)
-      if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
-    }
-    pending.clear()
-    return {
-      streams: result.streams.map((s) => ({
-        streamId: s.streamId,
-        previousVersion: s.previousVersion,
-        version: s.version,
-        sequences: s.events.map((e) => e.sequence)
+    return save(open?.transaction).pipe(
+      Effect.ensuring(Effect.suspend(() => {
+        pending.clear()
+        return open === undefined ? Effect.void : Scope.close(open.scope, Exit.void)
       }))
-    }
+    )
   })
 
   const known: SessionShape["known"] = (aggregate, id) => Option.fromNullable(identity.get(identityKey(aggregate, id)))

@@ -51,15 +51,17 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     return lock
   }
 
+  // Reads yield to other fibers, as real I/O would, so that concurrent
+  // commands interleave between fetch and save here as they do on a server.
   const readStream = (id: string, options?: Storage.ReadOptions) =>
-    Effect.sync((): ReadonlyArray<Storage.StoredEvent> => {
+    Effect.zipLeft(Effect.sync((): ReadonlyArray<Storage.StoredEvent> => {
       const row = streams.get(id)
       if (row === undefined) return []
       const from = options?.fromVersion ?? 1
       const to = options?.toVersion ?? Number.POSITIVE_INFINITY
       const until = options?.toTimestamp?.getTime() ?? Number.POSITIVE_INFINITY
       return row.events.filter((e) => e.version >= from && e.version <= to && e.timestamp.getTime() <= until)
-    })
+    }), Effect.yieldNow())
 
   const documents = new Map<string, Storage.StoredDocument>()
   const docKey = (ref: Storage.DocumentRef) => `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.id}`
@@ -70,7 +72,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     }))
 
   const loadSnapshot = (id: string, projection: string, projectionVersion: number) =>
-    Effect.sync((): Storage.SnapshotLoad => {
+    Effect.zipLeft(Effect.sync((): Storage.SnapshotLoad => {
       const snapshot = documents.get(docKey({ projection, projectionVersion, id }))
       const after = snapshot?.streamVersion ?? 0
       const events = streams.get(id)?.events ?? []
@@ -78,7 +80,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
         snapshot: snapshot === undefined ? undefined : structuredClone(snapshot),
         tail: events.filter((e) => e.version > after)
       }
-    })
+    }), Effect.yieldNow())
 
   // Checks, computes and applies a batch in one synchronous step: nothing can
   // interleave, so either every stream passes and everything is written, or

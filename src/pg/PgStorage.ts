@@ -85,8 +85,8 @@ ORDER BY version`,
 ), ok AS (
   SELECT id, version FROM upd UNION ALL SELECT id, version FROM ins_new UNION ALL SELECT id, version FROM ins_any
 ), ev AS (
-  INSERT INTO ${s}.events (stream_id, version, type, stream_type, data, metadata, tenant_id)
-  SELECT e.stream_id, ok.version - i.n + e.ord, e.type, i.agg, e.data::jsonb, e.meta::jsonb, $5
+  INSERT INTO ${s}.events (stream_id, version, type, stream_type, data, metadata, tenant_id, "timestamp")
+  SELECT e.stream_id, ok.version - i.n + e.ord, e.type, i.agg, e.data::jsonb, e.meta::jsonb, $5, clock_timestamp()
   FROM unnest($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[])
     WITH ORDINALITY AS e(stream_id, ord, type, data, meta, pos)
   JOIN ok ON ok.id = e.stream_id
@@ -148,6 +148,7 @@ SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4:
 ON CONFLICT (projection, projection_version, id) DO UPDATE
 SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
   versions: `SELECT id, version FROM ${s}.streams WHERE id = ANY($1::text[])`,
+  lockRows: `SELECT 1 FROM ${s}.streams WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
   // Locks the stream row, creating a version-0 placeholder for a stream that
   // does not exist yet, so that a new stream can be locked too. A version-0
   // row means "no stream" everywhere.
@@ -310,7 +311,12 @@ export const make = (options?: Options) =>
         const evType: Array<string> = []
         const evData: Array<string> = []
         const evMeta: Array<string> = []
-        for (const write of batch.streams) {
+        // Rows are locked in id order, so two saves of the same streams cannot deadlock.
+        const writes = batch.streams.length > 1
+          ? [...batch.streams].sort((a, b) => a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0)
+          : batch.streams
+        if (writes.length > 1) yield* sql.unsafe(q.lockRows, [writes.map((w) => w.streamId)])
+        for (const write of writes) {
           ids.push(write.streamId)
           types.push(write.aggregateType)
           expected.push(write.expected === "any" ? -1 : write.expected)
@@ -383,6 +389,23 @@ export const make = (options?: Options) =>
       constructor(readonly result: Storage.CommitResult) {}
     }
 
+    // A unique violation, deadlock or serialization failure while saving is a
+    // conflict when the versions moved; read them after the rollback.
+    const retryable = (e: unknown): e is SqlError =>
+      e !== null && typeof e === "object" && (e as any)._tag === "SqlError" &&
+      ["23505", "40P01", "40001"].includes(sqlState(e as SqlError) ?? "")
+    const conflictsAfter = (batch: Storage.CommitBatch, error: SqlError) =>
+      Effect.gen(function*() {
+        const rows = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId)])
+        const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
+        const conflicts = batch.streams.flatMap((w) => {
+          const actual = found.get(w.streamId) ?? 0
+          return w.expected !== "any" && w.expected !== actual ? [{ streamId: w.streamId, expected: w.expected, actual }] : []
+        })
+        if (conflicts.length === 0) return yield* Effect.fail(error)
+        return { _tag: "Conflicted", conflicts } as Storage.CommitResult
+      })
+
     // Several streams: the statement's partial updates must roll back with a
     // conflict; inline work takes statements of its own. Both run in a
     // transaction (a savepoint inside a caller's).
@@ -393,37 +416,57 @@ export const make = (options?: Options) =>
           Effect.flatMap(run(batch), (result) =>
             result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
         ).pipe(Effect.catchIf((e): e is Rollback => e instanceof Rollback, (e) => Effect.succeed(e.result)))
-      ).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError)))
+      ).pipe(
+        Effect.catchIf(retryable, (e) => conflictsAfter(batch, e)),
+        Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError))
+      )
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
-      const conn: SqlConnection.Connection = yield* sql.reserve
-      yield* conn.executeUnprepared("BEGIN", [], undefined)
+      // Inside a caller's transaction the session's transaction is a savepoint
+      // of it, so the caller's commit or rollback decides for both.
+      const outer = yield* Effect.serviceOption(SqlClient.TransactionConnection)
+      const conn: SqlConnection.Connection = Option.isSome(outer) ? outer.value[0] : yield* sql.reserve
+      const statements = Option.isSome(outer)
+        ? { begin: "SAVEPOINT chronicle_session", commit: "RELEASE SAVEPOINT chronicle_session", rollback: "ROLLBACK TO SAVEPOINT chronicle_session" }
+        : { begin: "BEGIN", commit: "COMMIT", rollback: "ROLLBACK" }
+      yield* conn.executeUnprepared(statements.begin, [], undefined)
       let open = true
       yield* Effect.addFinalizer(() =>
-        open ? Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)) : Effect.void
+        open ? Effect.ignore(conn.executeUnprepared(statements.rollback, [], undefined)) : Effect.void
       )
-      // Every statement of the transaction runs on its reserved connection.
+      // Every statement of the transaction runs on its connection.
       const inTx = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+        Effect.provideService(effect, SqlClient.TransactionConnection, [conn, Option.isSome(outer) ? outer.value[1] + 1 : 0] as const)
 
+      // Under a lock time-out that ends with the lock: the save's own waits stay unbounded, as PostgreSQL's default.
       const lock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
-        inTx(sql.withTransaction(Effect.zipRight(
-          sql.unsafe(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(1, Duration.toMillis(timeout))}ms`]),
-          sql.unsafe(q.lock, [id, type, tenant])
-        ))).pipe(
+        inTx(sql.withTransaction(Effect.gen(function*() {
+          const [{ previous }] = yield* sql.unsafe<{ previous: string }>(
+            `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)`,
+            [`${Math.max(1, Duration.toMillis(timeout))}ms`]
+          )
+          yield* sql.unsafe(q.lock, [id, type, tenant])
+          yield* sql.unsafe(`SELECT set_config('lock_timeout', $1, true)`, [previous])
+        }))).pipe(
           Effect.as(true),
-          Effect.catchIf((e) => sqlState(e) === "55P03", () => Effect.succeed(false)),
+          // A deadlock between two lockers is a lock not had: the other session keeps it.
+          Effect.catchIf((e) => sqlState(e) === "55P03" || sqlState(e) === "40P01", () => Effect.succeed(false)),
           Effect.mapError(wrap(`Locking stream "${id}" failed`))
         )
 
       const commit = (batch: Storage.CommitBatch) =>
         Effect.gen(function*() {
-          const result = batch.streams.length === 0
-            ? { _tag: "Committed", streams: [] } as const
-            : yield* inTx(run(batch))
+          const result: Either.Either<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0
+            ? Either.right({ _tag: "Committed", streams: [] })
+            : yield* Effect.either(inTx(run(batch)))
           open = false
-          yield* conn.executeUnprepared(result._tag === "Committed" ? "COMMIT" : "ROLLBACK", [], undefined)
-          return result
+          const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
+          yield* conn.executeUnprepared(ok ? statements.commit : statements.rollback, [], undefined)
+          if (Either.isLeft(result)) {
+            const error = result.left
+            return yield* retryable(error) ? conflictsAfter(batch, error) : Effect.fail(error)
+          }
+          return result.right
         }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)))
 
       return {
