@@ -35,6 +35,8 @@ export interface Options<C, S, E, Err, R> {
   readonly retry?: Schedule.Schedule<any, ConcurrencyError> | undefined
   /** Holds the stream's lock from fetch to save. */
   readonly exclusive?: boolean | undefined
+  /** Lock time-out of the exclusive fetch. */
+  readonly timeout?: import("effect/Duration").DurationInput | undefined
 }
 
 /**
@@ -63,6 +65,7 @@ export const make = <S, E, C, Err = never, R = never>(
     {
       expectedVersion: options.expectedVersion?.(command),
       exclusive: options.exclusive,
+      timeout: options.timeout,
       retry: options.retry
     }
   )

@@ -24,7 +24,12 @@ const versionOf = (id: string) =>
   Session.run(Effect.map(Session.readStream(id), (events) => events.length === 0 ? 0 : events[events.length - 1].version))
 
 // A counter with one event type, for the torture tests.
-export class Incremented extends Schema.TaggedClass<Incremented>()("Incremented", { by: Schema.Number, command: Schema.String }) {}
+export class Incremented extends Schema.TaggedClass<Incremented>()("Incremented", {
+  by: Schema.Number,
+  command: Schema.String,
+  /** The total the command saw plus `by`: proves each decision was made on the current state. */
+  total: Schema.optional(Schema.Number)
+}) {}
 export const Counter = Aggregate.make({
   name: "Counter",
   events: Incremented,
@@ -39,6 +44,11 @@ const AlienAggregate = Aggregate.make({ name: "Alien", events: Alien, initial: 0
 // Same tag as an Order event, different payload: the Order schema rejects it on read.
 class BadItemReady extends Schema.TaggedClass<BadItemReady>()("ItemReady", { name: Schema.Number }) {}
 const BadAggregate = Aggregate.make({ name: "Order", events: BadItemReady, initial: 0, evolve: (s) => s + 1 })
+
+// Events whose encoded side is not JSON.
+class WithDate extends Schema.TaggedClass<WithDate>()("WithDate", { at: Schema.DateFromSelf }) {}
+class WithNumber extends Schema.TaggedClass<WithNumber>()("WithNumber", { n: Schema.Number }) {}
+const Odd = Aggregate.make({ name: "Odd", events: Schema.Union(WithDate, WithNumber), initial: 0, evolve: (n) => n + 1 })
 
 export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecycle = "Live") =>
   layer(
@@ -595,16 +605,17 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
       const torture = (exclusive: boolean) =>
         Effect.gen(function*() {
           const streams = Array.from({ length: 4 }, () => newId(exclusive ? "torture-x" : "torture"))
+          let decisions = 0
           const handler = CommandHandler.make(Counter, {
             id: (command: { stream: string; name: string }) => command.stream,
-            decide: (command, state) =>
-              Option.match(state, {
-                onNone: () => [new Incremented({ by: 1, command: command.name })],
-                // a command lands at most once
-                onSome: (s) => s.commands.includes(command.name) ? [] : [new Incremented({ by: 1, command: command.name })]
-              }),
+            decide: (command, state) => {
+              decisions++
+              const total = Option.match(state, { onNone: () => 0, onSome: (s) => s.total })
+              return [new Incremented({ by: 1, command: command.name, total: total + 1 })]
+            },
             retry: Schedule.spaced("1 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(500))),
-            exclusive
+            exclusive,
+            timeout: "30 seconds"
           })
           const fibers = 8
           const perFiber = 25
@@ -620,19 +631,139 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           )
           const all = yield* Effect.forEach(streams, (id) => Session.run(Session.readStream(id)))
           const names = all.flat().map((e) => (e.data as any).command as string)
+          // Every command landed exactly once...
           assert.strictEqual(names.length, fibers * perFiber)
           assert.strictEqual(new Set(names).size, fibers * perFiber)
           for (const events of all) {
+            // ...versions are contiguous from 1, and each decision saw the state right before it.
             assert.deepStrictEqual(events.map((e) => e.version), Array.from({ length: events.length }, (_, i) => i + 1))
+            assert.deepStrictEqual(events.map((e) => (e.data as any).total), Array.from({ length: events.length }, (_, i) => i + 1))
           }
           const sequences = all.flat().map((e) => e.sequence).sort((a, b) => a - b)
           assert.strictEqual(sequences[sequences.length - 1] - sequences[0] + 1, sequences.length, "no sequence lost")
+          // Under exclusive locks nobody ever decides on a stale state, so nothing is retried.
+          if (exclusive) assert.strictEqual(decisions, fibers * perFiber)
+          else assert.isAbove(decisions, fibers * perFiber, "the optimistic run did meet conflicts")
         })
 
       it.effect("torture: 8 fibers x 25 commands over 4 streams, optimistic with retry", () => torture(false), {
         timeout: 120_000
       })
       it.effect("torture: 8 fibers x 25 commands over 4 streams, exclusive", () => torture(true), { timeout: 120_000 })
+    })
+
+    describe("what the review found", () => {
+      it.effect("saves of the same two streams in opposite orders do not deadlock", () =>
+        Effect.gen(function*() {
+          const a = newId("a")
+          const b = newId("b")
+          yield* Effect.forEach(Array.from({ length: 24 }, (_, i) => i), (i) =>
+            Session.run(Effect.gen(function*() {
+              const [first, second] = i % 2 === 0 ? [a, b] : [b, a]
+              yield* Session.append(Counter, first, [new Incremented({ by: 1, command: `${i}` })])
+              yield* Session.append(Counter, second, [new Incremented({ by: 1, command: `${i}` })])
+              return yield* Session.saveChanges
+            })), { concurrency: 8, discard: true })
+          assert.strictEqual(yield* versionOf(a), 24)
+          assert.strictEqual(yield* versionOf(b), 24)
+        }))
+
+      it.effect("event timestamps follow version order, even from a session whose transaction began earlier", () =>
+        Effect.gen(function*() {
+          const id = newId("order")
+          yield* seed(id, [created("a", "b")])
+          yield* Session.run(Effect.gen(function*() {
+            // This session's transaction starts now...
+            yield* Session.fetchForExclusiveWriting(Order, newId("other"))
+            yield* Effect.sleep("50 millis")
+            // ...another session appends version 2...
+            yield* seed(id, [new ItemReady({ name: "a" })])
+            // ...and this one appends version 3 later.
+            yield* Session.append(Order, id, [new ItemReady({ name: "b" })])
+            yield* Session.saveChanges
+          }))
+          const events = yield* Session.run(Session.readStream(id))
+          assert.isAtLeast(events[2].timestamp.getTime(), events[1].timestamp.getTime())
+          const asOf = yield* Session.run(Session.aggregateStream(Order, id, { timestamp: events[2].timestamp }))
+          assert.deepStrictEqual(Option.map(asOf, (o) => o.items.map((i) => i.ready)), Option.some([true, true]))
+        }))
+
+      it.effect("an exclusive fetch's lock time-out does not bound the save's other waits", () =>
+        Effect.gen(function*() {
+          const a = newId("a")
+          const b = newId("b")
+          const saved = yield* Session.run(Effect.gen(function*() {
+            yield* Session.fetchForExclusiveWriting(Order, a, { timeout: "100 millis" })
+            // Another session holds b for 400 ms, then saves.
+            const holder = yield* Effect.fork(Session.run(Effect.gen(function*() {
+              const s = yield* Session.fetchForExclusiveWriting(Order, b)
+              yield* Effect.sleep("400 millis")
+              yield* s.appendOne(created("held"))
+              yield* Session.saveChanges
+            })))
+            yield* Effect.sleep("50 millis")
+            yield* Session.append(Order, b, [new OrderShipped()])
+            const saved = yield* Session.saveChanges
+            yield* Fiber.join(holder)
+            return saved
+          }))
+          assert.strictEqual(saved.streams[0].version, 2)
+        }))
+
+      it.effect("after a failed save the session starts clean: a retry in it appends once", () =>
+        Effect.gen(function*() {
+          const id = newId("order")
+          yield* seed(id, [created("a", "b")])
+          yield* Session.run(Effect.gen(function*() {
+            const stream = yield* Session.fetchForWriting(Order, id)
+            yield* seed(id, [new ItemReady({ name: "b" })])
+            yield* stream.appendOne(new ItemReady({ name: "a" }))
+            const error = yield* Effect.flip(Session.saveChanges)
+            assert.strictEqual(error._tag, "ConcurrencyError")
+            const again = yield* Session.fetchForWriting(Order, id)
+            yield* again.appendOne(new ItemReady({ name: "a" }))
+            yield* Session.saveChanges
+          }))
+          const events = yield* Session.run(Session.readStream(id))
+          assert.deepStrictEqual(events.map((e) => [e.version, (e.data as any).name]), [[1, undefined], [2, "b"], [3, "a"]])
+        }))
+
+      it.effect("a stream used again after its save appends at the saved version", () =>
+        Effect.gen(function*() {
+          const id = newId("order")
+          const saved = yield* Session.run(Effect.gen(function*() {
+            const stream = yield* Session.fetchForWriting(Order, id)
+            yield* stream.appendOne(created("a", "b"))
+            yield* Session.saveChanges
+            yield* stream.appendOne(new ItemReady({ name: "a" }))
+            return yield* Session.saveChanges
+          }))
+          assert.deepStrictEqual(saved.streams.map((s) => [s.previousVersion, s.version]), [[1, 2]])
+        }))
+
+      it.effect("each appended event is encoded with the aggregate it was appended with", () =>
+        Effect.gen(function*() {
+          const id = newId("mixed")
+          yield* Session.run(Effect.gen(function*() {
+            const stream = yield* Session.fetchForWriting(Odd, id)
+            yield* stream.appendOne(new WithNumber({ n: 1 }))
+            yield* Session.append(AlienAggregate, id, [new Alien({ x: 1 })])
+            yield* Session.saveChanges
+          }))
+          const events = yield* Session.run(Session.readStream(id))
+          assert.deepStrictEqual(events.map((e) => e.type), ["WithNumber", "Alien"])
+        }))
+
+      it.effect("an event whose encoded form is not JSON is an EventEncodeError, and nothing is written", () =>
+        Effect.gen(function*() {
+          const id = newId("odd")
+          for (const event of [new WithDate({ at: new Date() }), new WithNumber({ n: Number.NaN })]) {
+            const error = yield* Effect.flip(Session.run(Effect.zipRight(Session.append(Odd, id, [event]), Session.saveChanges)))
+            assert.deepInclude(error, { _tag: "EventEncodeError", streamId: id })
+            assert.match((error as any).message, /JSON/)
+          }
+          assert.strictEqual(yield* versionOf(id), 0)
+        }))
     })
 
     describe("bad input", () => {

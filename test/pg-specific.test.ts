@@ -57,6 +57,27 @@ describe("postgres", () => {
         assert.strictEqual((yield* sql.unsafe(`SELECT id FROM "${schema}".outbox WHERE id = $1`, [a])).length, 0)
       }))
 
+    it.effect("an exclusive fetch inside the caller's transaction joins it: the caller's rollback undoes the save", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const id = newId("order")
+        const error = yield* Effect.flip(sql.withTransaction(Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForExclusiveWriting(Order, id)
+          yield* stream.appendOne(created("a"))
+          yield* Session.saveChanges
+          return yield* Effect.fail("caller gave up" as const)
+        }))))
+        assert.strictEqual(error, "caller gave up")
+        assert.strictEqual(yield* versionOf(id), 0)
+        // And when the caller commits, so does the session.
+        yield* sql.withTransaction(Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForExclusiveWriting(Order, id)
+          yield* stream.appendOne(created("a"))
+          yield* Session.saveChanges
+        })))
+        assert.strictEqual(yield* versionOf(id), 1)
+      }))
+
     it.effect("interrupted exclusive fetches give back their lock and their connection (pool of 3)", () =>
       Effect.gen(function*() {
         const id = newId("order")
@@ -107,6 +128,19 @@ describe("postgres", () => {
         assert.strictEqual(saved.streams[0].version, 1)
       }))
   })
+
+  it.live("repeated exclusive fetch-and-save cycles in one session give their connection back at each save (pool of 2)", () =>
+    Effect.gen(function*() {
+      const id = newId("order")
+      yield* Session.run(Effect.gen(function*() {
+        for (let i = 0; i < 5; i++) {
+          const stream = yield* Session.fetchForExclusiveWriting(Order, id, { timeout: "2 seconds" })
+          yield* stream.appendOne(i === 0 ? created("a") : new ItemReady({ name: "a" }))
+          yield* Session.saveChanges
+        }
+      })).pipe(Effect.timeout("10 seconds"))
+      assert.strictEqual(yield* versionOf(id), 5)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 2 }).layer([]))))
 
   it.live("several stores migrating one fresh schema at once apply each migration exactly once", () =>
     Effect.gen(function*() {
