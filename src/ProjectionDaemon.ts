@@ -105,6 +105,19 @@ const checkpointGauge = Metric.gauge("chronicle_projection_checkpoint")
 /** Events each projection has yet to process, as of the last status. */
 const lagGauge = Metric.gauge("chronicle_projection_lag")
 
+/**
+ * The daemon's metrics, tagged with `projection` (name) and `version`:
+ * events processed (counter), checkpoint sequence and lag (gauges, the lag as
+ * of the last `status`).
+ *
+ * @since 0.1.0
+ */
+export const metrics = {
+  processed: processedCounter,
+  checkpoint: checkpointGauge,
+  lag: lagGauge
+} as const
+
 const failure = (message: string) => new EventStoreError({ message })
 
 /**

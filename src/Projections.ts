@@ -18,6 +18,11 @@ export interface Registry {
   readonly all: ReadonlyArray<Projection.Projection>
   /** The newest snapshot registration of an aggregate (the one fetches read), if any. */
   readonly snapshotOf: (aggregate: Aggregate.Any) => Projection.Snapshot | undefined
+  /**
+   * The stored (Inline or Async) snapshot versions of an aggregate, newest
+   * first: a fetch reads the newest that has a document for the stream.
+   */
+  readonly storedSnapshotVersionsOf: (aggregate: Aggregate.Any) => ReadonlyArray<number>
   /** Every Inline snapshot version of an aggregate: all are written in the append transaction. */
   readonly inlineSnapshotsOf: (aggregate: Aggregate.Any) => ReadonlyArray<Projection.Snapshot>
   /** The lifecycle an aggregate's state is kept with. */
@@ -53,6 +58,11 @@ export const make = (registrations: ReadonlyArray<Projection.Projection>): Regis
       if (current === undefined || current.version < p.version) snapshots.set(p.name, p)
     }
   }
+  const stored = new Map<string, Array<number>>()
+  for (const p of registrations) {
+    if (p._tag === "Snapshot" && p.lifecycle !== "Live") stored.set(p.name, [...(stored.get(p.name) ?? []), p.version])
+  }
+  for (const versions of stored.values()) versions.sort((a, b) => b - a)
   const inline = new Map<string, Array<Projection.Snapshot>>()
   for (const p of registrations) {
     if (p._tag === "Snapshot" && p.lifecycle === "Inline") {
@@ -65,6 +75,7 @@ export const make = (registrations: ReadonlyArray<Projection.Projection>): Regis
     all: registrations,
     snapshotOf: (aggregate) => snapshots.get(aggregate.name),
     inlineSnapshotsOf: (aggregate) => inline.get(aggregate.name) ?? [],
+    storedSnapshotVersionsOf: (aggregate) => stored.get(aggregate.name) ?? [],
     lifecycleOf: (aggregate) => snapshots.get(aggregate.name)?.lifecycle ?? "Live",
     inlineMultiStream: registrations.filter((p): p is Projection.MultiStream =>
       p._tag === "MultiStream" && p.lifecycle === "Inline"

@@ -351,11 +351,11 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
   // Inline and Async aggregates: the stored snapshot plus the events after it,
   // in one round trip. An Inline snapshot is current, so no event is read.
   const loadLatest = <S, E>(aggregate: Aggregate.Aggregate<S, E, any, any>, id: string) => {
-    const projection = registry.snapshotOf(aggregate)
+    const versions = registry.storedSnapshotVersionsOf(aggregate)
     const codec = Aggregate.stateCodec(aggregate)
-    if (projection === undefined || projection.lifecycle === "Live" || codec === undefined) return load(aggregate, id)
+    if (versions.length === 0 || codec === undefined) return load(aggregate, id)
     return Effect.gen(function*() {
-      const { snapshot, tail } = yield* ops().loadSnapshot(id, projection.name, projection.version)
+      const { snapshot, tail } = yield* ops().loadSnapshot(id, aggregate.name, versions)
       let from: Option.Option<S> = Option.none()
       let version = 0
       if (snapshot !== undefined) {

@@ -209,11 +209,14 @@ export interface SnapshotLoad {
 export interface Operations {
   /** The stream's events in version order (empty for a stream with no events). */
   readonly readStream: (streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
-  /** In one round trip: the stream's stored snapshot and the events after it (all events without one). */
+  /**
+   * In one round trip: the stream's stored snapshot of the newest of
+   * `projectionVersions` that has one, and the events after it (all events without one).
+   */
   readonly loadSnapshot: (
     streamId: string,
     projection: string,
-    projectionVersion: number
+    projectionVersions: ReadonlyArray<number>
   ) => Effect.Effect<SnapshotLoad, EventStoreError>
   /** Stored documents by reference; missing ones are left out. */
   readonly readDocuments: (refs: ReadonlyArray<DocumentRef>) => Effect.Effect<ReadonlyArray<StoredDocument>, EventStoreError>

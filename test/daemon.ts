@@ -6,6 +6,7 @@ import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -97,6 +98,12 @@ export const daemon = (store: StoreUnderTest) =>
             assert.strictEqual(s.checkpoint, s.head)
             assert.isTrue(s.leader)
           }
+          // The same figures as metrics.
+          const tagged = <M extends Metric.Metric<any, any, any>>(metric: M) =>
+            Metric.tagged(Metric.tagged(metric, "projection", "AsyncBoard"), "version", "1") as M
+          assert.strictEqual((yield* Metric.value(tagged(ProjectionDaemon.metrics.lag))).value, 0)
+          assert.strictEqual((yield* Metric.value(tagged(ProjectionDaemon.metrics.checkpoint))).value, status[0].head)
+          assert.isAtLeast((yield* Metric.value(tagged(ProjectionDaemon.metrics.processed))).count, 2)
         }))
 
       it.scoped("Marten's spec: snapshot at 6, daemon stopped, 5 more events; fetchForWriting at 11 folds them", () =>

@@ -4,10 +4,11 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import { Aggregate, EventStore, Projection, Session, type Storage } from "effect-chronicle"
+import { Aggregate, EventStore, Projection, ProjectionDaemon, Session, type Storage } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated, OrderReady } from "../examples/order.js"
 import { ProviderJoined, ProviderReady, ProviderShift } from "../examples/provider-shift.js"
 import { newId, type StoreUnderTest } from "./support.js"
@@ -32,8 +33,8 @@ const spy = (storage: Storage.Storage): Storage.Storage => {
   const wrap = <T extends Storage.Operations>(ops: T): T => ({
     ...ops,
     readStream: (id, options) => Effect.zipRight(Effect.sync(() => calls.readStream++), ops.readStream(id, options)),
-    loadSnapshot: (id, p, v) =>
-      Effect.tap(ops.loadSnapshot(id, p, v), (r) =>
+    loadSnapshot: (id, p, versions) =>
+      Effect.tap(ops.loadSnapshot(id, p, versions), (r) =>
         Effect.sync(() => calls.loadSnapshot.push({ snapshot: r.snapshot !== undefined, tail: r.tail.length }))),
     commit: (batch) =>
       Effect.zipRight(
@@ -89,7 +90,35 @@ const StampedInline = Projection.snapshot(Stamped, "Inline")
 const rebuild = <S>(aggregate: Aggregate.Aggregate<S, any, any, any>, id: string) =>
   Session.run(Session.aggregateStream(aggregate, id))
 
-export const projections = (store: StoreUnderTest) =>
+const OrderV1 = Projection.snapshot(Order, "Inline", { version: 1 })
+const OrderV2 = Projection.snapshot(Order, "Async", { version: 2 })
+
+export const projections = (store: StoreUnderTest) => {
+  layer(spied(store.layer([OrderV1, OrderV2])), { excludeTestServices: true })(`blue/green: ${store.name}`, (it) => {
+    it.scoped("version 2 is built beside version 1 and read where it has caught up", () =>
+      Effect.gen(function*() {
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.startStream(Order, id, [created("a", "b")]), Session.saveChanges))
+        resetCalls()
+        // No daemon yet: version 2 has no document, so the fetch reads version 1's and no event.
+        const before = yield* Session.run(Session.fetchLatest(Order, id))
+        assert.deepStrictEqual(calls.loadSnapshot, [{ snapshot: true, tail: 0 }])
+        assert.isTrue(Option.isNone(yield* Session.run(Session.loadDocument(OrderV2, id))))
+        const daemon = yield* Effect.map(
+          Layer.build(ProjectionDaemon.layer({ pollInterval: "100 millis" })),
+          (ctx) => Context.get(ctx, ProjectionDaemon.ProjectionDaemon)
+        )
+        yield* daemon.waitForNonStale({ timeout: "20 seconds" })
+        assert.deepStrictEqual(yield* Session.run(Session.loadDocument(OrderV2, id)), before)
+        // Version 1 keeps being written inline; version 2 follows asynchronously.
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [new ItemReady({ name: "a" })]), Session.saveChanges))
+        yield* daemon.waitForNonStale({ timeout: "20 seconds" })
+        const latest = yield* Session.run(Session.fetchLatest(Order, id))
+        assert.deepStrictEqual(yield* Session.run(Session.loadDocument(OrderV1, id)), latest)
+        assert.deepStrictEqual(yield* Session.run(Session.loadDocument(OrderV2, id)), latest)
+      }))
+  })
+
   layer(spied(store.layer([OrderInline, StampedInline, Board, Daily])), { excludeTestServices: true })(
     `inline projections: ${store.name}`,
     (it) => {
@@ -239,3 +268,4 @@ export const projections = (store: StoreUnderTest) =>
       })
     }
   )
+}

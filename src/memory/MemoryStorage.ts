@@ -71,9 +71,11 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       return doc === undefined ? [] : [structuredClone(doc)]
     }))
 
-  const loadSnapshot = (id: string, projection: string, projectionVersion: number) =>
+  const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
     Effect.zipLeft(Effect.sync((): Storage.SnapshotLoad => {
-      const snapshot = documents.get(docKey({ projection, projectionVersion, id }))
+      const snapshot = [...projectionVersions].sort((a, b) => b - a)
+        .map((projectionVersion) => documents.get(docKey({ projection, projectionVersion, id })))
+        .find((doc) => doc !== undefined)
       const after = snapshot?.streamVersion ?? 0
       const events = streams.get(id)?.events ?? []
       return {

@@ -108,10 +108,11 @@ SELECT stream_id, version, seq, "timestamp" FROM ev
 UNION ALL
 SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, 'append')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
   snapshot: `WITH d AS (
-  SELECT data, stream_version FROM ${s}.documents
-  WHERE projection = $2 AND projection_version = $3 AND id = $1 AND data IS NOT NULL
+  SELECT data, stream_version, projection_version FROM ${s}.documents
+  WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND id = $1 AND data IS NOT NULL
+  ORDER BY projection_version DESC LIMIT 1
 )
-SELECT true AS snapshot, NULL::bigint AS seq, d.stream_version AS version, NULL::text AS type, d.data,
+SELECT true AS snapshot, d.projection_version AS seq, d.stream_version AS version, NULL::text AS type, d.data,
   NULL::jsonb AS metadata, NULL::timestamptz AS "timestamp", NULL::text AS tenant_id FROM d
 UNION ALL
 SELECT false, e.seq, e.version, e.type, e.data, e.metadata, e."timestamp", e.tenant_id FROM ${s}.events e
@@ -270,14 +271,15 @@ export const make = (options?: Options) =>
       writes.map((w) => w.streamVersion)
     ]
 
-    const loadSnapshot = (id: string, projection: string, projectionVersion: number) =>
-      sql.unsafe<SnapshotRow>(q.snapshot, [id, projection, projectionVersion]).pipe(
+    const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
+      sql.unsafe<SnapshotRow>(q.snapshot, [id, projection, projectionVersions]).pipe(
         Effect.map((rows): Storage.SnapshotLoad => {
           let snapshot: Storage.StoredDocument | undefined
           const tail: Array<Storage.StoredEvent> = []
           for (const row of rows) {
             if (row.snapshot) {
-              snapshot = { projection, projectionVersion, id, data: row.data, streamVersion: Number(row.version) }
+              // The snapshot row carries its projection version in the seq column.
+              snapshot = { projection, projectionVersion: Number(row.seq), id, data: row.data, streamVersion: Number(row.version) }
             } else {
               tail.push(toStored(id, row))
             }
@@ -471,7 +473,7 @@ export const make = (options?: Options) =>
 
       return {
         readStream: (id, options) => inTx(readStream(id, options)),
-        loadSnapshot: (id, projection, version) => inTx(loadSnapshot(id, projection, version)),
+        loadSnapshot: (id, projection, versions) => inTx(loadSnapshot(id, projection, versions)),
         readDocuments: (refs) => inTx(readDocuments(refs)),
         lock,
         commit
