@@ -388,15 +388,15 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
         const worker = yield* ps.claim(ref)
         yield* worker.reset
         const total = yield* ps.countAfter(Storage.origin)
-        return Stream.paginateEffect(
-          { checkpoint: Storage.origin, processed: 0 } as Storage.Progress,
-          (progress) =>
-            Effect.map(step(projection, worker, progress), (next) =>
-              Option.match(next, {
-                onNone: () => [{ processed: progress.processed, total: Math.max(total, progress.processed) }, Option.none()] as const,
-                onSome: (next) =>
-                  [{ processed: next.processed, total: Math.max(total, next.processed) }, Option.some(next)] as const
-              }))
+        // One element before the first batch (a bar at 0), then one per stored batch.
+        return Stream.concat(
+          Stream.succeed<RebuildProgress>({ processed: 0, total }),
+          Stream.unfoldEffect<Storage.Progress, RebuildProgress, EventStoreError, never>(
+            { checkpoint: Storage.origin, processed: 0 },
+            (progress) =>
+              Effect.map(step(projection, worker, progress), (next) =>
+                Option.map(next, (next) => [{ processed: next.processed, total: Math.max(total, next.processed) }, next] as const))
+          )
         )
       }))
 

@@ -5,7 +5,8 @@ import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import { Session } from "effect-chronicle"
+import * as Layer from "effect/Layer"
+import { ProjectionDaemon, Session } from "effect-chronicle"
 import { FreightShipment, PickUpHandler, ShipmentScheduled } from "../examples/freight-shipment.js"
 import {
   createOrder,
@@ -18,6 +19,7 @@ import {
   Order
 } from "../examples/order.js"
 import { program } from "../examples/order-fulfilment.js"
+import * as projectionsExample from "../examples/projections.js"
 import {
   ChartingStarted,
   completeCharting,
@@ -35,6 +37,22 @@ const readyOf = (id: string) =>
   })))
 
 for (const store of [memoryStore, pgStore()]) {
+  layer(
+    ProjectionDaemon.layer({ pollInterval: "100 millis" }).pipe(Layer.provideMerge(store.layer(projectionsExample.registrations))),
+    { excludeTestServices: true }
+  )(`projections example on ${store.name}`, (it) => {
+    it.effect("an Inline snapshot equal to the fold, an Async view caught up, and a rebuild with progress", () =>
+      Effect.gen(function*() {
+        const result = yield* projectionsExample.program
+        assert.deepStrictEqual(result.snapshot, result.folded)
+        assert.deepStrictEqual(Option.map(result.snapshot, (o) => o.items.map((i) => i.ready)), Option.some([true, false]))
+        assert.isAtLeast(result.daily.orders, 5)
+        assert.deepStrictEqual(result.rebuilt, result.daily)
+        const last = Option.getOrThrow(result.progress)
+        assert.strictEqual(last.processed, last.total)
+      }))
+  })
+
   layer(store.layer([]), { excludeTestServices: true })(`examples on ${store.name}`, (it) => {
     it.effect("order-fulfilment tells its whole story", () =>
       Effect.gen(function*() {
