@@ -9,7 +9,8 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import { Aggregate, CommandHandler, EventStore, Projection, Session } from "effect-chronicle"
+import * as Layer from "effect/Layer"
+import { Aggregate, CommandHandler, EventStore, Projection, ProjectionDaemon, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated, OrderReady, OrderShipped } from "../examples/order.js"
 import { newId, type StoreUnderTest } from "./support.js"
 
@@ -50,11 +51,16 @@ class WithDate extends Schema.TaggedClass<WithDate>()("WithDate", { at: Schema.D
 class WithNumber extends Schema.TaggedClass<WithNumber>()("WithNumber", { n: Schema.Number }) {}
 const Odd = Aggregate.make({ name: "Odd", events: Schema.Union(WithDate, WithNumber), initial: 0, evolve: (n) => n + 1 })
 
+const storeFor = (store: StoreUnderTest, lifecycle: Projection.Lifecycle) => {
+  const base = store.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Order, lifecycle), Projection.snapshot(Counter, lifecycle)])
+  // Async runs with a daemon writing snapshots meanwhile, so fetches meet snapshots at any point of a stream.
+  return lifecycle === "Async"
+    ? ProjectionDaemon.layer({ pollInterval: "50 millis", batchSize: 7 }).pipe(Layer.provideMerge(base))
+    : base
+}
+
 export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecycle = "Live") =>
-  layer(
-    store.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Order, lifecycle), Projection.snapshot(Counter, lifecycle)]),
-    { excludeTestServices: true }
-  )(`conformance: ${store.name}, ${lifecycle}`, (it) => {
+  layer(storeFor(store, lifecycle), { excludeTestServices: true })(`conformance: ${store.name}, ${lifecycle}`, (it) => {
     describe("fetchForWriting", () => {
       it.effect("a new stream has no aggregate and version 0; appending 6 events makes version 6", () =>
         Effect.gen(function*() {
