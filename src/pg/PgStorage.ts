@@ -10,7 +10,8 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -18,6 +19,7 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
 import { migrations } from "./migrations.js"
@@ -55,7 +57,8 @@ export const quoteSchema = (schema: string): string => {
   return `"${schema}"`
 }
 
-const statements = (s: string) => ({
+/** @internal the SQL of a schema, also used by the benchmark to measure its shapes. */
+export const statements = (s: string) => ({
   read: `SELECT seq, stream_id, version, type, data, metadata, "timestamp", tenant_id
 FROM ${s}.events
 WHERE stream_id = $1 AND version >= $2 AND version <= $3
@@ -253,6 +256,38 @@ export const make = (options?: Options) =>
     const q = statements(quoteSchema(schema))
     const channel = notifyChannel(schema)
 
+    // The hot statements go out as named prepared statements on the
+    // connection's node-postgres client: parsed and planned once per
+    // connection instead of on every save (@effect/sql-pg sends every
+    // statement unnamed).
+    const clientOf = (conn: SqlConnection.Connection): Pg.PoolClient | undefined => (conn as { pg?: Pg.PoolClient }).pg
+    const queryOn = <A>(client: Pg.PoolClient, name: string, text: string, values: ReadonlyArray<unknown>) =>
+      Effect.async<ReadonlyArray<A>, SqlError>((resume) => {
+        client.query({ name, text, values: values as Array<unknown> }, (error: Error | null, result: Pg.QueryResult) => {
+          if (error) resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
+          else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
+        })
+        // Interruption cancels the statement from another connection, as
+        // @effect/sql-pg does; never from a transaction's own, which is busy.
+        return sql.unsafe(`SELECT pg_cancel_backend($1)`, [(client as unknown as { processID: number }).processID]).pipe(
+          Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)),
+          Effect.timeoutOption("5 seconds"),
+          Effect.ignore
+        )
+      })
+    const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx): Effect.Effect<ReadonlyArray<A>, SqlError> => {
+        if (Option.isSome(tx)) {
+          const client = clientOf(tx.value[0])
+          return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
+        }
+        return Effect.scoped(Effect.flatMap(sql.reserve, (conn) => {
+          const client = clientOf(conn)
+          return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
+        }))
+      })
+    const names = { commit: `${channel}_commit`, read: `${channel}_read`, snapshot: `${channel}_snapshot`, lock: `${channel}_lock` }
+
     const toDocument = (row: DocumentRow): Storage.StoredDocument => ({
       projection: row.projection,
       projectionVersion: Number(row.projection_version),
@@ -272,7 +307,7 @@ export const make = (options?: Options) =>
     ]
 
     const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
-      sql.unsafe<SnapshotRow>(q.snapshot, [id, projection, projectionVersions]).pipe(
+      prepared<SnapshotRow>(names.snapshot, q.snapshot, [id, projection, projectionVersions]).pipe(
         Effect.map((rows): Storage.SnapshotLoad => {
           let snapshot: Storage.StoredDocument | undefined
           const tail: Array<Storage.StoredEvent> = []
@@ -297,7 +332,7 @@ export const make = (options?: Options) =>
       )
 
     const readStream = (id: string, options?: Storage.ReadOptions) =>
-      sql.unsafe<EventRow>(q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
+      prepared<EventRow>(names.read, q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
         Effect.map((rows) => rows.map((row) => toStored(id, row))),
         Effect.mapError(wrap(`Reading stream "${id}" failed`))
       )
@@ -331,7 +366,7 @@ export const make = (options?: Options) =>
             evMeta.push(JSON.stringify(event.metadata))
           })
         }
-        const rows = yield* sql.unsafe<CommitRow>(q.commit, [
+        const rows = yield* prepared<CommitRow>(names.commit, q.commit, [
           ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length,
           ...writeArrays(batch.documents ?? []),
           channel
@@ -447,7 +482,7 @@ export const make = (options?: Options) =>
             `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)`,
             [`${Math.max(1, Duration.toMillis(timeout))}ms`]
           )
-          yield* sql.unsafe(q.lock, [id, type, tenant])
+          yield* prepared(names.lock, q.lock, [id, type, tenant])
           yield* sql.unsafe(`SELECT set_config('lock_timeout', $1, true)`, [previous])
         }))).pipe(
           Effect.as(true),

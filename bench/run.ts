@@ -1,0 +1,336 @@
+/**
+ * `npm run bench`: every scenario against the same PostgreSQL (DATABASE_URL,
+ * or an embedded one), with the contenders interleaved in rounds, each for a
+ * fixed time after a warm-up. Writes bench/results.md.
+ *
+ *   BENCH_SECONDS   measured seconds per scenario and contender (default 3)
+ *   BENCH_SMOKE=1   a few seconds in all, for CI: proves the harness runs
+ *   BENCH_EMMETT=0  leave Emmett out
+ */
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { PgClient } from "@effect/sql-pg"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import { EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "../src/index.js"
+import { startEmbedded } from "../examples/postgres.js"
+import type { Contender } from "./contender.js"
+import { chronicle, Counter, Incremented } from "./contenders/chronicle.js"
+import { raw } from "./contenders/raw.js"
+
+const smoke = process.env.BENCH_SMOKE === "1"
+const seconds = smoke ? 0.25 : Number(process.env.BENCH_SECONDS ?? 3)
+const warmup = smoke ? 0.05 : 0.5
+const rounds = smoke ? 1 : 3
+const streamsPerScenario = smoke ? 40 : 1000
+
+interface Measure {
+  readonly ops: number
+  readonly errors: number
+  readonly seconds: number
+  readonly latencies: Array<number>
+}
+
+/** Runs `op` from `writers` concurrent workers for `duration` seconds. */
+const measure = async (
+  writers: number,
+  duration: number,
+  op: (worker: number, i: number) => Promise<void>
+): Promise<Measure> => {
+  const latencies: Array<number> = []
+  let errors = 0
+  let ops = 0
+  const until = performance.now() + duration * 1000
+  const started = performance.now()
+  await Promise.all(Array.from({ length: writers }, async (_, worker) => {
+    for (let i = 0; performance.now() < until; i++) {
+      const t = performance.now()
+      try {
+        await op(worker, i)
+        ops++
+        latencies.push(performance.now() - t)
+      } catch (e) {
+        errors++
+        if (errors < 3) console.error(`  error: ${String(e).slice(0, 200)}`)
+      }
+    }
+  }))
+  return { ops, errors, seconds: (performance.now() - started) / 1000, latencies }
+}
+
+const merge = (ms: ReadonlyArray<Measure>): Measure => ({
+  ops: ms.reduce((n, m) => n + m.ops, 0),
+  errors: ms.reduce((n, m) => n + m.errors, 0),
+  seconds: ms.reduce((n, m) => n + m.seconds, 0),
+  latencies: ms.flatMap((m) => m.latencies)
+})
+
+const percentile = (values: Array<number>, p: number) => {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
+}
+
+interface Row {
+  readonly scenario: string
+  readonly writers: number
+  readonly contender: string
+  readonly opsPerSecond: number
+  readonly eventsPerSecond: number
+  readonly p50: number
+  readonly p99: number
+  readonly errors: number
+  ratio?: number
+  note?: string
+}
+const rows: Array<Row> = []
+
+interface Scenario {
+  readonly name: string
+  readonly writers: ReadonlyArray<number>
+  /** Streams to create before measuring, and their length. */
+  readonly streams: number
+  readonly seedEvents: number
+  /** Whether all workers share one stream (else each works on its own slice). */
+  readonly shared?: boolean
+  readonly eventsPerOp: number
+  /** The operation of each contender; contenders without it are left out. */
+  readonly op: (c: Contender & { fetch?: (id: string) => Promise<unknown> }) => ((id: string) => Promise<void>) | undefined
+  readonly contenders: ReadonlyArray<Contender & { fetch?: (id: string) => Promise<unknown> }>
+  /** Extra preparation after seeding (Async snapshots). */
+  readonly prepare?: (c: Contender, ids: ReadonlyArray<string>) => Promise<void>
+}
+
+let runId = 0
+const runScenario = async (scenario: Scenario) => {
+  for (const writers of scenario.writers) {
+    const label = `${scenario.name}, ${writers} writer${writers === 1 ? "" : "s"}`
+    console.log(`\n${label}`)
+    const prepared: Array<{ c: Scenario["contenders"][number]; ids: ReadonlyArray<string>; op: (id: string) => Promise<void> }> = []
+    for (const c of scenario.contenders) {
+      const op = scenario.op(c)
+      if (op === undefined) continue
+      const ids = Array.from({ length: scenario.shared ? 1 : scenario.streams }, (_, i) => `s${++runId}-${i}`)
+      await c.seed(ids, scenario.seedEvents)
+      await scenario.prepare?.(c, ids)
+      prepared.push({ c, ids, op })
+    }
+    const pick = (ids: ReadonlyArray<string>, worker: number, i: number) =>
+      scenario.shared ? ids[0] : ids[(worker + i * writers) % ids.length]
+    for (const { ids, op } of prepared) await measure(writers, warmup, (w, i) => op(pick(ids, w, i)))
+    const results = new Map<string, Array<Measure>>()
+    for (let round = 0; round < rounds; round++) {
+      for (const { c, ids, op } of prepared) {
+        const m = await measure(writers, seconds / rounds, (w, i) => op(pick(ids, w, i)))
+        results.set(c.name, [...(results.get(c.name) ?? []), m])
+      }
+    }
+    for (const { c } of prepared) {
+      const m = merge(results.get(c.name)!)
+      const row: Row = {
+        scenario: scenario.name,
+        writers,
+        contender: c.name,
+        opsPerSecond: m.ops / m.seconds,
+        eventsPerSecond: (m.ops * scenario.eventsPerOp) / m.seconds,
+        p50: percentile(m.latencies, 50),
+        p99: percentile(m.latencies, 99),
+        errors: m.errors
+      }
+      rows.push(row)
+      console.log(`  ${c.name.padEnd(28)} ${row.opsPerSecond.toFixed(0).padStart(7)} ops/s  p50 ${row.p50.toFixed(2)} ms  p99 ${row.p99.toFixed(2)} ms${m.errors ? `  errors ${m.errors}` : ""}`)
+    }
+    const base = rows.find((r) => r.scenario === scenario.name && r.writers === writers && r.contender === raw.name)
+    for (const r of rows) {
+      if (r.scenario === scenario.name && r.writers === writers && base) r.ratio = r.opsPerSecond / base.opsPerSecond
+    }
+  }
+}
+
+/** Takes an Async snapshot of every stream (a daemon run to completion), then appends a short tail. */
+const snapshotThenTail = (url: string, schema: string) => async (_c: Contender, ids: ReadonlyArray<string>) => {
+  const runtime = ManagedRuntime.make(ProjectionDaemon.layer({ batchSize: 2000 }).pipe(
+    Layer.provideMerge(EventStorePg.layer({ schema })),
+    Layer.provideMerge(Projections.layer([Projection.snapshot(Counter, "Async")])),
+    Layer.provideMerge(PgClient.layer({ url: Redacted.make(url) }))
+  ))
+  await runtime.runPromise(Effect.flatMap(ProjectionDaemon.ProjectionDaemon, (d) => d.waitForNonStale({ timeout: "10 minutes" })))
+  await runtime.runPromise(Effect.forEach(ids, (id) =>
+    Session.run(Effect.zipRight(Session.append(Counter, id, [new Incremented({ by: 1 })]), Session.saveChanges))))
+  await runtime.dispose()
+}
+
+/** The daemon scenario: 100,000 events through an Async multi-stream projection, then a rebuild. */
+const daemonScenario = async (url: string) => {
+  const total = smoke ? 2_000 : 100_000
+  const schema = `bench_daemon_${process.pid}`
+  const Totals = Projection.multiStream({
+    name: "Totals",
+    events: Incremented,
+    state: Schema.Struct({ count: Schema.Number, sum: Schema.Number }),
+    initial: { count: 0, sum: 0 },
+    key: (envelope) => envelope.streamId.slice(0, 4),
+    evolve: (state, event) => ({ count: state.count + 1, sum: state.sum + event.by }),
+    lifecycle: "Async"
+  })
+  const client = PgClient.layer({ url: Redacted.make(url), maxConnections: 10 })
+  const store = EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([Totals])), Layer.provideMerge(client))
+  const seedRuntime = ManagedRuntime.make(store)
+  console.log(`\ndaemon: seeding ${total} events`)
+  const streams = 1000
+  await seedRuntime.runPromise(Effect.forEach(Array.from({ length: total / 100 }, (_, i) => i), (i) =>
+    Session.run(Effect.zipRight(
+      Session.append(Counter, `s${i % streams}-${Math.floor(i / streams)}`, Array.from({ length: 100 }, () => new Incremented({ by: 1 }))),
+      Session.saveChanges
+    )), { concurrency: 4, discard: true }))
+  let peak = 0
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss)
+  }, 20)
+  const rssBefore = process.memoryUsage().rss
+  const daemonRuntime = ManagedRuntime.make(ProjectionDaemon.layer({ batchSize: 2000 }).pipe(Layer.provideMerge(store)))
+  let t = performance.now()
+  await daemonRuntime.runPromise(Effect.flatMap(ProjectionDaemon.ProjectionDaemon, (d) => d.waitForNonStale({ timeout: "10 minutes" })))
+  const catchUp = (performance.now() - t) / 1000
+  const catchUpPeak = peak
+  peak = 0
+  t = performance.now()
+  const rebuilt = await daemonRuntime.runPromise(Effect.flatMap(ProjectionDaemon.ProjectionDaemon, (d) => Stream.runLast(d.rebuild(Totals))))
+  const rebuild = (performance.now() - t) / 1000
+  clearInterval(sampler)
+  const rebuildPeak = peak
+  await daemonRuntime.dispose()
+  await seedRuntime.runPromise(Effect.gen(function*() {
+    const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
+    yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  }))
+  await seedRuntime.dispose()
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`
+  const processed = rebuilt._tag === "Some" ? rebuilt.value.processed : 0
+  console.log(`  catch-up: ${(total / catchUp).toFixed(0)} events/s; rebuild: ${(processed / rebuild).toFixed(0)} events/s; peak RSS ${mb(catchUpPeak)} / ${mb(rebuildPeak)} (before: ${mb(rssBefore)})`)
+  return { total, catchUp, rebuild, processed, rssBefore, catchUpPeak, rebuildPeak }
+}
+
+const main = async () => {
+  let url = process.env.DATABASE_URL
+  let stop: (() => Promise<void>) | undefined
+  if (url === undefined || url === "") {
+    const server = await startEmbedded()
+    url = server.url
+    stop = server.stop
+  }
+  const live = chronicle("Live")
+  const inline = chronicle("Inline")
+  const asyncSnap = chronicle("Async")
+  const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, live, inline, asyncSnap]
+  const optional = process.env.BENCH_EMMETT === "0"
+    ? undefined
+    : await import("./contenders/emmett.js").then((m) => m.emmett as Contender)
+  if (optional) contenders.push(optional)
+  for (const c of contenders) await c.setup(url)
+
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  const serverVersion = (await client.query("SHOW server_version")).rows[0].server_version as string
+  await client.end()
+
+  const withEmmett = (...cs: Array<Contender | undefined>) => cs.filter((c): c is Contender => c !== undefined)
+  await runScenario({
+    name: "append (no fetch)",
+    writers: [1, 8],
+    streams: streamsPerScenario,
+    seedEvents: 1,
+    eventsPerOp: 1,
+    op: (c) => c.append,
+    contenders: withEmmett(raw, live, optional)
+  })
+  await runScenario({
+    name: "command (10-event stream)",
+    writers: [1, 8],
+    streams: streamsPerScenario,
+    seedEvents: 10,
+    eventsPerOp: 1,
+    op: (c) => c.command,
+    contenders: withEmmett(raw, live, inline, optional)
+  })
+  await runScenario({
+    name: "fetch a 1,000-event stream",
+    writers: [1, 8],
+    streams: 8,
+    seedEvents: smoke ? 100 : 1000,
+    eventsPerOp: 0,
+    op: (c) => c.fetch ? (id) => c.fetch!(id).then(() => {}) : undefined,
+    contenders: [raw, live, inline, asyncSnap],
+    prepare: (c, ids) => c === asyncSnap ? snapshotThenTail(url!, `bench_chronicle_async_${process.pid}`)(c, ids) : Promise.resolve()
+  })
+  await runScenario({
+    name: "hot stream, optimistic with retry",
+    writers: [8],
+    streams: 1,
+    shared: true,
+    seedEvents: 1,
+    eventsPerOp: 1,
+    op: (c) => c.commandWithRetry,
+    contenders: withEmmett(raw, live, optional)
+  })
+  await runScenario({
+    name: "hot stream, exclusive",
+    writers: [8],
+    streams: 1,
+    shared: true,
+    seedEvents: 1,
+    eventsPerOp: 1,
+    op: (c) => c.commandExclusive,
+    contenders: withEmmett(raw, live, optional)
+  })
+  await runScenario({
+    name: "many writers (distinct streams)",
+    writers: [64],
+    streams: streamsPerScenario,
+    seedEvents: 10,
+    eventsPerOp: 1,
+    op: (c) => c.command,
+    contenders: withEmmett(raw, live, optional)
+  })
+  const daemon = await daemonScenario(url)
+  for (const c of contenders) await c.teardown()
+  if (stop) await stop()
+
+  const versions = (name: string) => {
+    try {
+      return JSON.parse(fs.readFileSync(path.join("node_modules", name, "package.json"), "utf8")).version as string
+    } catch {
+      return "-"
+    }
+  }
+  const fmt = (n: number | undefined, digits = 0) => n === undefined || Number.isNaN(n) ? "-" : n.toFixed(digits)
+  const lines = [
+    "# Benchmark results",
+    "",
+    `${smoke ? "**Smoke run (not a measurement).** " : ""}${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, PostgreSQL ${serverVersion} (${process.env.DATABASE_URL ? "server" : "embedded"}), effect ${versions("effect")}, @effect/sql-pg ${versions("@effect/sql-pg")}, Emmett ${versions("@event-driven-io/emmett-postgresql")}.`,
+    `Each scenario ran ${seconds} s per contender after a ${warmup} s warm-up, in ${rounds} interleaved rounds. Ratio: ops/s against raw SQL in the same scenario.`,
+    "",
+    "| scenario | writers | contender | ops/s | events/s | p50 ms | p99 ms | × raw SQL | errors |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ...rows.map((r) =>
+      `| ${r.scenario} | ${r.writers} | ${r.contender} | ${fmt(r.opsPerSecond)} | ${fmt(r.eventsPerSecond)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.ratio === undefined ? "-" : r.ratio.toFixed(2)} | ${r.errors} |`
+    ),
+    "",
+    `Daemon: ${daemon.total} events through an Async multi-stream projection: catch-up ${fmt(daemon.total / daemon.catchUp)} events/s, rebuild ${fmt(daemon.processed / daemon.rebuild)} events/s; process RSS ${fmt(daemon.rssBefore / 2 ** 20)} MiB before, peak ${fmt(daemon.catchUpPeak / 2 ** 20)} MiB while catching up and ${fmt(daemon.rebuildPeak / 2 ** 20)} MiB while rebuilding.`,
+    ""
+  ]
+  const out = smoke ? path.join(os.tmpdir(), "chronicle-bench-smoke.md") : path.join("bench", "results.md")
+  fs.writeFileSync(out, lines.join("\n"))
+  console.log(`\nWrote ${out}`)
+}
+
+main().then(() => process.exit(0), (e) => {
+  console.error(e)
+  process.exit(1)
+})
