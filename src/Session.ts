@@ -322,9 +322,7 @@ const tagOf = (event: unknown): string =>
  *
  * @since 0.1.0
  */
-export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> = Effect.gen(function*() {
-  const store = yield* EventStore
-  const scope = yield* Effect.scope
+const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape; readonly close: Effect.Effect<void> } => {
   const storage = store.storage
   const registry = store.projections
   const pending = new Map<string, Pending>()
@@ -332,6 +330,15 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
   // The transaction that holds this session's exclusive locks, from the first
   // exclusive fetch until the save (or the end of the session's scope).
   let transaction: { readonly transaction: Storage.Transaction; readonly scope: Scope.CloseableScope } | undefined
+  // The scope of the transaction being opened or open; only exclusive fetches
+  // need one, so a session without them costs no scope at all.
+  let transactionScope: Scope.CloseableScope | undefined
+  const endTransaction = Effect.suspend(() => {
+    const scope = transactionScope
+    transactionScope = undefined
+    transaction = undefined
+    return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+  })
 
   const ops = (): Storage.Operations => transaction?.transaction ?? storage
 
@@ -440,7 +447,8 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
       const timeout = options?.timeout === undefined ? store.defaultLockTimeout : Duration.decode(options.timeout)
       if (transaction === undefined) {
         // A scope of its own, so that the save can end it before the session does.
-        const txScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+        const txScope = yield* Scope.make(ExecutionStrategy.sequential)
+        transactionScope = txScope
         transaction = { transaction: yield* Scope.extend(storage.begin, txScope), scope: txScope }
       }
       const tenant = yield* FiberRef.get(currentTenant)
@@ -784,32 +792,41 @@ export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> 
   // A save ends the unit of work, whatever its outcome: pending appends are
   // dropped (a retry fetches again), and the transaction of an exclusive fetch
   // ends, giving back its locks and its connection.
-  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.suspend(() => {
-    const open = transaction
-    transaction = undefined
-    return save(open?.transaction).pipe(
-      Effect.ensuring(Effect.suspend(() => {
-        pending.clear()
-        return open === undefined ? Effect.void : Scope.close(open.scope, Exit.void)
-      }))
+  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.suspend(() =>
+    save(transaction?.transaction).pipe(
+      Effect.ensuring(Effect.zipRight(Effect.sync(() => pending.clear()), endTransaction))
     )
-  })
+  )
 
   const known: SessionShape["known"] = (aggregate, id) => Option.fromNullable(identity.get(identityKey(aggregate, id)))
 
   return {
-    fetchForWriting,
-    fetchForExclusiveWriting,
-    fetchLatest,
-    aggregateStream,
-    readStream,
-    startStream,
-    append,
-    saveChanges,
-    loadDocument,
-    known
-  } satisfies SessionShape
-})
+    session: {
+      fetchForWriting,
+      fetchForExclusiveWriting,
+      fetchLatest,
+      aggregateStream,
+      readStream,
+      startStream,
+      append,
+      saveChanges,
+      loadDocument,
+      known
+    } satisfies SessionShape,
+    close: endTransaction
+  }
+}
+
+/**
+ * Creates a session; the end of the scope releases its locks and rolls back
+ * anything unsaved.
+ *
+ * @since 0.1.0
+ */
+export const make: Effect.Effect<SessionShape, never, EventStore | Scope.Scope> = Effect.flatMap(
+  EventStore,
+  (store) => Effect.map(Effect.acquireRelease(Effect.sync(() => unsafeMake(store)), (s) => s.close), (s) => s.session)
+)
 
 /**
  * A fresh session each time it is provided; its end releases its locks and
@@ -825,7 +842,10 @@ export const layer: Layer.Layer<Session, never, EventStore> = Layer.scoped(Sessi
  * @since 0.1.0
  */
 export const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Session> | EventStore> =>
-  Effect.scoped(Effect.flatMap(make, (session) => Effect.provideService(effect, Session, session)))
+  Effect.flatMap(EventStore, (store) => {
+    const { close, session } = unsafeMake(store)
+    return Effect.ensuring(Effect.provideService(effect, Session, session), close)
+  })
 
 /**
  * Fetches a stream's state and version for writing. With `expectedVersion`,
