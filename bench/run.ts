@@ -23,6 +23,7 @@ import { startEmbedded } from "../examples/postgres.js"
 import type { Contender } from "./contender.js"
 import { chronicle, Counter, Incremented } from "./contenders/chronicle.js"
 import { raw } from "./contenders/raw.js"
+import { rawChronicle } from "./contenders/rawChronicle.js"
 
 const smoke = process.env.BENCH_SMOKE === "1"
 const seconds = smoke ? 0.25 : Number(process.env.BENCH_SECONDS ?? 3)
@@ -228,7 +229,7 @@ const main = async () => {
   const live = chronicle("Live")
   const inline = chronicle("Inline")
   const asyncSnap = chronicle("Async")
-  const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, live, inline, asyncSnap]
+  const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, rawChronicle, live, inline, asyncSnap]
   const optional = process.env.BENCH_EMMETT === "0"
     ? undefined
     : await import("./contenders/emmett.js").then((m) => m.emmett as Contender)
@@ -248,7 +249,7 @@ const main = async () => {
     seedEvents: 1,
     eventsPerOp: 1,
     op: (c) => c.append,
-    contenders: withEmmett(raw, live, optional)
+    contenders: withEmmett(raw, rawChronicle, live, optional)
   })
   await runScenario({
     name: "command (10-event stream)",
@@ -257,7 +258,7 @@ const main = async () => {
     seedEvents: 10,
     eventsPerOp: 1,
     op: (c) => c.command,
-    contenders: withEmmett(raw, live, inline, optional)
+    contenders: withEmmett(raw, rawChronicle, live, inline, optional)
   })
   await runScenario({
     name: "fetch a 1,000-event stream",

@@ -50,7 +50,7 @@ export const chronicle = (lifecycle: Projection.Lifecycle, name = `effect-chroni
     name,
     setup: async (url) => {
       const pgUrl = new URL(url)
-      const client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: 66, idleTimeout: "250 millis" })
+      const client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: 30, idleTimeout: "250 millis" })
       const setupSchema = Effect.gen(function*() {
         const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
         yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)

@@ -43,7 +43,7 @@ import type { Contender } from "../contender.js"
  */
 const SCHEMA = "bench_emmett"
 /** Connections in Emmett's pool (as the raw SQL and effect-chronicle contenders). */
-const POOL_SIZE = 66
+const POOL_SIZE = 30
 
 type Incremented = Event<"Incremented", { by: number }>
 const incremented: Incremented = { type: "Incremented", data: { by: 1 } }

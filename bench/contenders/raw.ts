@@ -53,7 +53,7 @@ export const raw: Contender & { readonly fetch: (id: string) => Promise<number> 
   },
   name: "raw SQL",
   setup: async (url) => {
-    pool = new pg.Pool({ connectionString: url, max: 66, idleTimeoutMillis: 250 })
+    pool = new pg.Pool({ connectionString: url, max: 30, idleTimeoutMillis: 250 })
     await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema};
 CREATE TABLE ${schema}.streams (id text PRIMARY KEY, version bigint NOT NULL);
 CREATE TABLE ${schema}.events (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, stream_id text NOT NULL,

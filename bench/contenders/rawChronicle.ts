@@ -1,0 +1,74 @@
+/**
+ * node-postgres running effect-chronicle's own prepared statements on its own
+ * schema: what effect-chronicle would cost with no library around its SQL.
+ * The gap between this and effect-chronicle is client overhead; the gap
+ * between this and "raw SQL" is what the schema and statements do more
+ * (metadata, stream type, the transaction id index for gap-safe projections,
+ * the daemon's notification).
+ */
+import pg from "pg"
+import { EventStorePg, Projections } from "../../src/index.js"
+import { notifyChannel, singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
+import type { Contender } from "../contender.js"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
+import { PgClient } from "@effect/sql-pg"
+
+const schema = `bench_rawchronicle_${process.pid}`
+let pool: pg.Pool
+const q = statements(`"${schema}"`)
+const channel = notifyChannel(schema)
+const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, true) }
+const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, true) }
+const read = { name: "rc_read", text: q.read }
+const payload = JSON.stringify({ by: 1 })
+const far = new Date("9999-12-31T00:00:00Z")
+
+class Conflict extends Error {}
+
+const save = (statement: { name: string; text: string }, id: string, expected: number) =>
+  pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"], channel] })
+
+const command = async (id: string) => {
+  const { rows } = await pool.query({ ...read, values: [id, 1, Number.MAX_SAFE_INTEGER, far] })
+  let total = 0
+  for (const row of rows) total += (row.data as { by: number }).by
+  void total
+  const version = rows.length === 0 ? 0 : Number(rows[rows.length - 1].version)
+  const result = await save(exact, id, version)
+  if (!result.rows.some((r) => r.seq === null && r.version !== null)) throw new Conflict()
+}
+
+export const rawChronicle: Contender = {
+  name: "raw SQL, chronicle's statements",
+  setup: async (url) => {
+    pool = new pg.Pool({ connectionString: url, max: 30, idleTimeoutMillis: 250 })
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await Effect.runPromise(Effect.provide(
+      Effect.void,
+      EventStorePg.layer({ schema }).pipe(Layer.provide(Projections.layer([])), Layer.provide(PgClient.layer({ url: Redacted.make(url) })))
+    ))
+  },
+  teardown: async () => {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+    await pool.end()
+  },
+  seed: async (ids, events) => {
+    for (const id of ids) for (let i = 0; i < events; i++) await save(any, id, 0)
+  },
+  append: async (id) => {
+    await save(any, id, 0)
+  },
+  command,
+  commandWithRetry: async (id) => {
+    while (true) {
+      try {
+        return await command(id)
+      } catch (e) {
+        if (!(e instanceof Conflict)) throw e
+      }
+    }
+  },
+  isConflict: (e) => e instanceof Conflict
+}
