@@ -53,7 +53,7 @@ export const make = (options?: Options) =>
  * @since 0.1.0
  */
 export const layer = (options?: Options): Layer.Layer<EventStore, EventStoreError, SqlClient.SqlClient | Projections> =>
-  Layer.effect(EventStore, make(options))
+  Layer.scoped(EventStore, make(options))
 
 /**
  * The PostgreSQL store with its options read from configuration
@@ -64,4 +64,4 @@ export const layer = (options?: Options): Layer.Layer<EventStore, EventStoreErro
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
 ): Layer.Layer<EventStore, EventStoreError | ConfigError.ConfigError, SqlClient.SqlClient | Projections> =>
-  Layer.effect(EventStore, Effect.flatMap(Config.unwrap(config), make))
+  Layer.scoped(EventStore, Effect.flatMap(Config.unwrap(config), make))

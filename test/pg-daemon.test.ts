@@ -15,6 +15,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import pg from "pg"
 import { inject } from "vitest"
 import { Aggregate, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { ProviderJoined } from "../examples/provider-shift.js"
@@ -82,11 +83,33 @@ layer(pgStore().layer([Board]), { excludeTestServices: true })("projection daemo
     Effect.gen(function*() {
       const daemon = yield* startDaemon({ pollInterval: "1 minute" })
       yield* daemon.waitForNonStale({ timeout: "10 seconds" })
-      yield* Effect.sleep("200 millis") // let the worker go idle
+      // Let the worker go idle, and the store notice (within a second) that a daemon listens.
+      yield* Effect.sleep("1500 millis")
       const board = newId("board")
       yield* join(board, "woken")
       yield* daemon.waitForNonStale({ timeout: "5 seconds" })
       assert.deepStrictEqual(yield* Session.run(Session.loadDocument(Board, board)), Option.some({ providers: ["woken"] }))
+    }))
+
+  it.scoped("appends notify only while a daemon listens (pg_notify serialises commits)", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const heard: Array<string> = []
+      const listener = new pg.Client({ connectionString: inject("databaseUrl") })
+      yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+      listener.on("notification", (n) => heard.push(n.channel))
+      yield* Effect.promise(() => listener.query(`LISTEN "chronicle_${schema}"`))
+      // A bare LISTEN is no registered daemon: once the store has seen that no daemon runs, nothing is sent.
+      yield* Effect.sleep("1500 millis")
+      yield* join(newId("board"), "unheard")
+      yield* Effect.sleep("300 millis")
+      assert.deepStrictEqual(heard, [])
+      // With a daemon running, the store notices within a second and notifies.
+      yield* startDaemon({ pollInterval: "1 minute" })
+      yield* Effect.sleep("1500 millis")
+      yield* join(newId("board"), "heard")
+      yield* Effect.sleep("300 millis")
+      assert.include(heard, `chronicle_${schema}`)
     }))
 
   it.scoped("two daemons: one leads each projection; when it dies the other takes over within seconds", () =>

@@ -158,6 +158,7 @@ describe("postgres", () => {
       assert.deepStrictEqual(tables.map((t) => t.table_name), [
         "documents",
         "events",
+        "listeners",
         "migrations",
         "projection_progress",
         "streams"

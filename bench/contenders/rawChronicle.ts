@@ -8,7 +8,7 @@
  */
 import pg from "pg"
 import { EventStorePg, Projections } from "../../src/index.js"
-import { notifyChannel, singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
+import { singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
 import type { Contender } from "../contender.js"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -18,9 +18,9 @@ import { PgClient } from "@effect/sql-pg"
 const schema = `bench_rawchronicle_${process.pid}`
 let pool: pg.Pool
 const q = statements(`"${schema}"`)
-const channel = notifyChannel(schema)
-const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, true) }
-const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, true) }
+// As the library sends them when no projection daemon listens: without the notification.
+const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, false) }
+const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, false) }
 const read = { name: "rc_read", text: q.read }
 const payload = JSON.stringify({ by: 1 })
 const far = new Date("9999-12-31T00:00:00Z")
@@ -28,7 +28,7 @@ const far = new Date("9999-12-31T00:00:00Z")
 class Conflict extends Error {}
 
 const save = (statement: { name: string; text: string }, id: string, expected: number) =>
-  pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"], channel] })
+  pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"]] })
 
 const command = async (id: string) => {
   const { rows } = await pool.query({ ...read, values: [id, 1, Number.MAX_SAFE_INTEGER, far] })

@@ -184,6 +184,10 @@ LIMIT $3`,
   head: `SELECT tx_id::text AS tx_id, seq FROM ${s}.events ORDER BY tx_id DESC, seq DESC LIMIT 1`,
   countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
   tryLock: `SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok`,
+  listening: `SELECT EXISTS (SELECT 1 FROM ${s}.listeners WHERE expires_at > now()) AS listening`,
+  register: `INSERT INTO ${s}.listeners (id, expires_at) VALUES ($1, now() + interval '30 seconds')
+ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
+  unregister: `DELETE FROM ${s}.listeners WHERE id = $1`,
   unlock: `SELECT pg_advisory_unlock(hashtext($1), hashtext($2))`,
   upsertDocuments: `INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
 SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS t(p, v, k, x, sv)
@@ -327,6 +331,20 @@ export const make = (options?: Options) =>
       })
     const names = { commit: `${channel}_commit`, read: `${channel}_read`, snapshot: `${channel}_snapshot`, lock: `${channel}_lock` }
 
+    // pg_notify makes commits queue on a cluster-wide lock, so appends notify
+    // only while some daemon listens (it registers in the listeners table);
+    // daemons poll as well, which covers the second it takes to notice.
+    let listening = false
+    const refreshListening = sql.unsafe<{ listening: boolean }>(q.listening).pipe(
+      Effect.map((rows) => {
+        listening = rows[0]?.listening === true
+      }),
+      Effect.ignore
+    )
+    yield* refreshListening
+    yield* Effect.forkScoped(Effect.repeat(refreshListening, Schedule.spaced("1 second")))
+    const notifyTo = () => listening ? channel : null
+
     const toDocument = (row: DocumentRow): Storage.StoredDocument => ({
       projection: row.projection,
       projectionVersion: Number(row.projection_version),
@@ -389,11 +407,11 @@ export const make = (options?: Options) =>
       return { write, docs, expectedVersion }
     }
     const singleStatements = new Map<string, { name: string; text: string }>()
-    const singleStatement = (expected: "exact" | "new" | "any", snapshot: boolean) => {
-      const key = `${expected}_${snapshot ? "snap" : "plain"}`
+    const singleStatement = (expected: "exact" | "new" | "any", snapshot: boolean, notify: boolean) => {
+      const key = `${expected}_${snapshot ? "snap" : "plain"}${notify ? "_notify" : ""}`
       let statement = singleStatements.get(key)
       if (statement === undefined) {
-        statement = { name: `${channel}_save_${key}`, text: singleStreamStatement(quoted, expected, snapshot, true) }
+        statement = { name: `${channel}_save_${key}`, text: singleStreamStatement(quoted, expected, snapshot, key.endsWith("_notify")) }
         singleStatements.set(key, statement)
       }
       return statement
@@ -402,7 +420,8 @@ export const make = (options?: Options) =>
       Effect.gen(function*() {
         const { docs, expectedVersion, write } = plan
         const kind = expectedVersion < 0 ? "any" : expectedVersion === 0 ? "new" : "exact"
-        const statement = singleStatement(kind, docs.length > 0)
+        const notify = notifyTo()
+        const statement = singleStatement(kind, docs.length > 0, notify !== null)
         const values: Array<unknown> = [
           write.streamId,
           write.events.length,
@@ -414,7 +433,7 @@ export const make = (options?: Options) =>
           write.events.map((e) => JSON.stringify(e.metadata))
         ]
         if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
-        values.push(channel)
+        if (notify !== null) values.push(notify)
         const rows = yield* prepared<{ seq: string | null; version: string | null; timestamp: Date | null }>(statement.name, statement.text, values)
         let version: number | undefined
         const events: Array<Storage.AppendedEvent> = []
@@ -475,7 +494,7 @@ export const make = (options?: Options) =>
         const rows = yield* prepared<CommitRow>(names.commit, q.commit, [
           ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length,
           ...writeArrays(batch.documents ?? []),
-          channel
+          notifyTo()
         ])
         const passed = new Map<string, number>()
         const appended = new Map<string, Array<Storage.AppendedEvent>>()
@@ -715,11 +734,18 @@ export const make = (options?: Options) =>
       changes: Option.match(pg, {
         onNone: () => Stream.never,
         onSome: (client) =>
-          client.listen(channel).pipe(
-            Stream.as(undefined as void),
-            Stream.retry(Schedule.spaced("1 second")),
-            Stream.catchAll(() => Stream.never)
-          )
+          Stream.unwrapScoped(Effect.gen(function*() {
+            // Registered while listening, so that stores start notifying; the
+            // registration expires by itself if this process dies.
+            const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
+            yield* Effect.forkScoped(Effect.repeat(Effect.ignore(sql.unsafe(q.register, [id])), Schedule.spaced("10 seconds")))
+            yield* Effect.addFinalizer(() => Effect.ignore(sql.unsafe(q.unregister, [id])))
+            return client.listen(channel).pipe(
+              Stream.as(undefined as void),
+              Stream.retry(Schedule.spaced("1 second")),
+              Stream.catchAll(() => Stream.never)
+            )
+          }))
       })
     }
 

@@ -75,5 +75,16 @@ CREATE TABLE ${s}.projection_progress (
   PRIMARY KEY (projection, projection_version)
 );
 `
+  },
+  {
+    id: 3,
+    name: "listeners",
+    // Projection daemons that LISTEN register here; stores notify only while one is alive.
+    sql: (s) => `
+CREATE TABLE ${s}.listeners (
+  id         text        PRIMARY KEY,
+  expires_at timestamptz NOT NULL
+);
+`
   }
 ]
