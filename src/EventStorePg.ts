@@ -26,6 +26,11 @@ export interface Options {
   readonly lockTimeout?: Duration.DurationInput | undefined
   /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */
   readonly claimInterval?: Duration.DurationInput | undefined
+  /**
+   * Whether concurrent single-stream saves may share one statement, each
+   * stream still checked on its own (default true).
+   */
+  readonly writeCombining?: boolean | undefined
 }
 
 /**
@@ -37,7 +42,7 @@ export const make = (options?: Options) =>
   Effect.gen(function*() {
     const schema = options?.schema ?? "chronicle"
     yield* PgStorage.migrate(schema)
-    const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval })
+    const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval, writeCombining: options?.writeCombining })
     const projections = yield* Projections
     return EventStore.of({
       storage,

@@ -16,6 +16,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -34,6 +35,8 @@ export interface Options {
   readonly schema?: string | undefined
   /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */
   readonly claimInterval?: Duration.DurationInput | undefined
+  /** Whether concurrent single-stream saves may share one statement (default true). */
+  readonly writeCombining?: boolean | undefined
 }
 
 /**
@@ -194,6 +197,10 @@ SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4:
 ON CONFLICT (projection, projection_version, id) DO UPDATE
 SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
   versions: `SELECT id, version FROM ${s}.streams WHERE id = ANY($1::text[])`,
+  // Write-combining: the same statement, each stream passing or failing on its own.
+  get commitEach() {
+    return this.commit.replaceAll("WHERE (SELECT count(*) FROM ok) = $11", "WHERE $11::int > 0")
+  },
   lockRows: `SELECT 1 FROM ${s}.streams WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
   // Locks the stream row, creating a version-0 placeholder for a stream that
   // does not exist yet, so that a new stream can be locked too. A version-0
@@ -329,7 +336,13 @@ export const make = (options?: Options) =>
           return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
         }))
       })
-    const names = { commit: `${channel}_commit`, read: `${channel}_read`, snapshot: `${channel}_snapshot`, lock: `${channel}_lock` }
+    const names = {
+      commit: `${channel}_commit`,
+      commitEach: `${channel}_commit_each`,
+      read: `${channel}_read`,
+      snapshot: `${channel}_snapshot`,
+      lock: `${channel}_lock`
+    }
 
     // pg_notify makes commits queue on a cluster-wide lock, so appends notify
     // only while some daemon listens (it registers in the listeners table);
@@ -463,6 +476,11 @@ export const make = (options?: Options) =>
       })
 
     const runBatch = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
+      Effect.map(runStatement(batch, false), (outcome) => outcome.result)
+
+    // Runs the batch statement; with `each`, streams pass or fail on their own
+    // (write-combining) and `passed` tells which did.
+    const runStatement = (batch: Storage.CommitBatch, each: boolean) =>
       Effect.gen(function*() {
         const ids: Array<string> = []
         const types: Array<string> = []
@@ -491,7 +509,7 @@ export const make = (options?: Options) =>
             evMeta.push(JSON.stringify(event.metadata))
           })
         }
-        const rows = yield* prepared<CommitRow>(names.commit, q.commit, [
+        const rows = yield* prepared<CommitRow>(each ? names.commitEach : names.commit, each ? q.commitEach : q.commit, [
           ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length,
           ...writeArrays(batch.documents ?? []),
           notifyTo()
@@ -508,27 +526,26 @@ export const make = (options?: Options) =>
             list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: row.timestamp! })
           }
         }
-        if (passed.size < batch.streams.length) {
-          // Only the losing path pays for a second round trip, to report the real version.
-          const failed = batch.streams.filter((w) => !passed.has(w.streamId))
+        // Only the losing path pays for a second round trip, to report the real version.
+        const failed = batch.streams.filter((w) => !passed.has(w.streamId))
+        const conflicts: Array<Storage.Conflict> = []
+        if (failed.length > 0) {
           const actual = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [failed.map((w) => w.streamId)])
           const found = new Map(actual.map((r) => [r.id, Number(r.version)]))
-          return {
-            _tag: "Conflicted",
-            conflicts: failed.map((w) => ({
-              streamId: w.streamId,
-              expected: w.expected === "any" ? -1 : w.expected,
-              actual: found.get(w.streamId) ?? 0
-            }))
-          } as const
+          for (const w of failed) {
+            conflicts.push({ streamId: w.streamId, expected: w.expected === "any" ? -1 : w.expected, actual: found.get(w.streamId) ?? 0 })
+          }
         }
-        const committed = batch.streams.map((w): Storage.CommittedStream => {
+        const committed = batch.streams.filter((w) => passed.has(w.streamId)).map((w): Storage.CommittedStream => {
           const version = passed.get(w.streamId)!
           const events = (appended.get(w.streamId) ?? []).sort((a, b) => a.version - b.version)
           return { streamId: w.streamId, previousVersion: version - w.events.length, version, events }
         })
+        if (conflicts.length > 0) {
+          return { result: { _tag: "Conflicted", conflicts } as Storage.CommitResult, committed, conflicts }
+        }
         if (batch.inline !== undefined) yield* runInline(batch.inline, committed)
-        return { _tag: "Committed", streams: committed } as const
+        return { result: { _tag: "Committed", streams: committed } as Storage.CommitResult, committed, conflicts }
       })
 
     // Runs inside the commit's transaction, after the events are in.
@@ -571,7 +588,7 @@ export const make = (options?: Options) =>
     // Several streams: the statement's partial updates must roll back with a
     // conflict; inline work takes statements of its own. Both run in a
     // transaction (a savepoint inside a caller's).
-    const commit = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
+    const commitDirect = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
       (batch.streams.length === 1 && batch.inline === undefined
         ? run(batch)
         : sql.withTransaction(
@@ -582,6 +599,90 @@ export const make = (options?: Options) =>
         Effect.catchIf(retryable, (e) => conflictsAfter(batch, e)),
         Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError))
       )
+
+    // Write-combining. A save that finds no statement of this store in flight
+    // goes alone, at once; saves that arrive meanwhile wait and then go
+    // together in one statement (one round trip, one commit), each stream
+    // checked on its own so that a conflict in one never fails another. If the
+    // shared statement fails, or a waiter is interrupted (which cancels it),
+    // the others save alone.
+    interface Waiter {
+      readonly batch: Storage.CommitBatch
+      readonly resume: (effect: Effect.Effect<Storage.CommitResult, EventStoreError>) => void
+      cancel?: (() => void) | undefined
+    }
+    const queue: Array<Waiter> = []
+    let inFlight = false
+    const runtime = yield* Effect.runtime<never>()
+    const combineLimit = options?.writeCombining === false ? 1 : 128
+    const alone = (batch: Storage.CommitBatch) =>
+      Effect.suspend(() => {
+        inFlight = true
+        return commitDirect(batch)
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        inFlight = false
+        flush()
+      })))
+    const flush = () => {
+      if (inFlight || queue.length === 0) return
+      const tenant = queue[0].batch.tenantId
+      const ids = new Set<string>()
+      const taken: Array<Waiter> = []
+      for (let i = 0; i < queue.length && taken.length < combineLimit;) {
+        const waiter = queue[i]
+        const id = waiter.batch.streams[0].streamId
+        if (!ids.has(id) && waiter.batch.tenantId === tenant) {
+          ids.add(id)
+          taken.push(waiter)
+          queue.splice(i, 1)
+        } else i++
+      }
+      if (taken.length === 1) {
+        inFlight = true // held for the waiter, which runs its save in its own fiber
+        taken[0].resume(Effect.zipRight(Effect.sync(() => void (inFlight = false)), alone(taken[0].batch)))
+        return
+      }
+      inFlight = true
+      const combined: Storage.CommitBatch = { tenantId: tenant, streams: taken.map((w) => w.batch.streams[0]) }
+      const cancel = Runtime.runCallback(runtime)(runStatement(combined, true), {
+        onExit: (exit) => {
+          inFlight = false
+          if (exit._tag === "Success") {
+            const committed = new Map(exit.value.committed.map((c) => [c.streamId, c]))
+            const conflicts = new Map(exit.value.conflicts.map((c) => [c.streamId, c]))
+            for (const waiter of taken) {
+              const id = waiter.batch.streams[0].streamId
+              const c = committed.get(id)
+              waiter.resume(Effect.succeed(
+                c !== undefined ? { _tag: "Committed", streams: [c] } : { _tag: "Conflicted", conflicts: [conflicts.get(id)!] }
+              ))
+            }
+          } else {
+            for (const waiter of taken) waiter.resume(commitDirect(waiter.batch))
+          }
+          flush()
+        }
+      })
+      for (const waiter of taken) waiter.cancel = () => cancel()
+    }
+    const combine = (batch: Storage.CommitBatch) =>
+      Effect.async<Storage.CommitResult, EventStoreError>((resume) => {
+        const waiter: Waiter = { batch, resume }
+        queue.push(waiter)
+        flush()
+        return Effect.sync(() => {
+          const i = queue.indexOf(waiter)
+          if (i >= 0) queue.splice(i, 1)
+          else waiter.cancel?.()
+        })
+      })
+    const combinable = (batch: Storage.CommitBatch) =>
+      batch.streams.length === 1 && batch.inline === undefined && (batch.documents?.length ?? 0) === 0
+
+    const commit = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
+      !combinable(batch) ? commitDirect(batch) : Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
+        // Inside a transaction the save must use its connection: it cannot be combined.
+        Option.isSome(tx) ? commitDirect(batch) : inFlight ? combine(batch) : alone(batch))
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
       // Inside a caller's transaction the session's transaction is a savepoint
