@@ -600,70 +600,73 @@ export const make = (options?: Options) =>
         Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError))
       )
 
-    // Write-combining. A save that finds no statement of this store in flight
-    // goes alone, at once; saves that arrive meanwhile wait and then go
-    // together in one statement (one round trip, one commit), each stream
-    // checked on its own so that a conflict in one never fails another. If the
-    // shared statement fails, or a waiter is interrupted (which cancels it),
-    // the others save alone.
+    // Write-combining. While fewer than `maxInFlight` statements of this store
+    // are running, a save goes alone, at once; saves that arrive beyond that
+    // wait and then go together in one statement (one round trip, one commit),
+    // each stream checked on its own so that a conflict in one never fails
+    // another. If the shared statement fails, or a waiter is interrupted
+    // (which cancels it), the others save alone.
     interface Waiter {
       readonly batch: Storage.CommitBatch
       readonly resume: (effect: Effect.Effect<Storage.CommitResult, EventStoreError>) => void
       cancel?: (() => void) | undefined
     }
     const queue: Array<Waiter> = []
-    let inFlight = false
+    let inFlight = 0
+    const maxInFlight = 4
     const runtime = yield* Effect.runtime<never>()
     const combineLimit = options?.writeCombining === false ? 1 : 128
-    const alone = (batch: Storage.CommitBatch) =>
+    const release = Effect.sync(() => {
+      inFlight--
+      flush()
+    })
+    // Runs a save alone in the caller's fiber (so interrupting it cancels it); `reserved` when flush already counted it.
+    const alone = (batch: Storage.CommitBatch, reserved: boolean) =>
       Effect.suspend(() => {
-        inFlight = true
+        if (!reserved) inFlight++
         return commitDirect(batch)
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        inFlight = false
-        flush()
-      })))
+      }).pipe(Effect.ensuring(release))
     const flush = () => {
-      if (inFlight || queue.length === 0) return
-      const tenant = queue[0].batch.tenantId
-      const ids = new Set<string>()
-      const taken: Array<Waiter> = []
-      for (let i = 0; i < queue.length && taken.length < combineLimit;) {
-        const waiter = queue[i]
-        const id = waiter.batch.streams[0].streamId
-        if (!ids.has(id) && waiter.batch.tenantId === tenant) {
-          ids.add(id)
-          taken.push(waiter)
-          queue.splice(i, 1)
-        } else i++
-      }
-      if (taken.length === 1) {
-        inFlight = true // held for the waiter, which runs its save in its own fiber
-        taken[0].resume(Effect.zipRight(Effect.sync(() => void (inFlight = false)), alone(taken[0].batch)))
-        return
-      }
-      inFlight = true
-      const combined: Storage.CommitBatch = { tenantId: tenant, streams: taken.map((w) => w.batch.streams[0]) }
-      const cancel = Runtime.runCallback(runtime)(runStatement(combined, true), {
-        onExit: (exit) => {
-          inFlight = false
-          if (exit._tag === "Success") {
-            const committed = new Map(exit.value.committed.map((c) => [c.streamId, c]))
-            const conflicts = new Map(exit.value.conflicts.map((c) => [c.streamId, c]))
-            for (const waiter of taken) {
-              const id = waiter.batch.streams[0].streamId
-              const c = committed.get(id)
-              waiter.resume(Effect.succeed(
-                c !== undefined ? { _tag: "Committed", streams: [c] } : { _tag: "Conflicted", conflicts: [conflicts.get(id)!] }
-              ))
-            }
-          } else {
-            for (const waiter of taken) waiter.resume(commitDirect(waiter.batch))
-          }
-          flush()
+      while (inFlight < maxInFlight && queue.length > 0) {
+        const tenant = queue[0].batch.tenantId
+        const ids = new Set<string>()
+        const taken: Array<Waiter> = []
+        for (let i = 0; i < queue.length && taken.length < combineLimit;) {
+          const waiter = queue[i]
+          const id = waiter.batch.streams[0].streamId
+          if (!ids.has(id) && waiter.batch.tenantId === tenant) {
+            ids.add(id)
+            taken.push(waiter)
+            queue.splice(i, 1)
+          } else i++
         }
-      })
-      for (const waiter of taken) waiter.cancel = () => cancel()
+        inFlight++
+        if (taken.length === 1) {
+          taken[0].resume(alone(taken[0].batch, true))
+          continue
+        }
+        const combined: Storage.CommitBatch = { tenantId: tenant, streams: taken.map((w) => w.batch.streams[0]) }
+        const cancel = Runtime.runCallback(runtime)(runStatement(combined, true), {
+          onExit: (exit) => {
+            inFlight--
+            if (exit._tag === "Success") {
+              const committed = new Map(exit.value.committed.map((c) => [c.streamId, c]))
+              const conflicts = new Map(exit.value.conflicts.map((c) => [c.streamId, c]))
+              for (const waiter of taken) {
+                const id = waiter.batch.streams[0].streamId
+                const c = committed.get(id)
+                waiter.resume(Effect.succeed(
+                  c !== undefined ? { _tag: "Committed", streams: [c] } : { _tag: "Conflicted", conflicts: [conflicts.get(id)!] }
+                ))
+              }
+            } else {
+              for (const waiter of taken) waiter.resume(commitDirect(waiter.batch))
+            }
+            flush()
+          }
+        })
+        for (const waiter of taken) waiter.cancel = () => cancel()
+      }
     }
     const combine = (batch: Storage.CommitBatch) =>
       Effect.async<Storage.CommitResult, EventStoreError>((resume) => {
@@ -682,7 +685,7 @@ export const make = (options?: Options) =>
     const commit = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
       !combinable(batch) ? commitDirect(batch) : Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
         // Inside a transaction the save must use its connection: it cannot be combined.
-        Option.isSome(tx) ? commitDirect(batch) : inFlight ? combine(batch) : alone(batch))
+        Option.isSome(tx) ? commitDirect(batch) : inFlight >= maxInFlight ? combine(batch) : alone(batch, false))
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
       // Inside a caller's transaction the session's transaction is a savepoint
