@@ -326,6 +326,30 @@ const main = async () => {
     `Daemon: ${daemon.total} events through an Async multi-stream projection: catch-up ${fmt(daemon.total / daemon.catchUp)} events/s, rebuild ${fmt(daemon.processed / daemon.rebuild)} events/s; process RSS ${fmt(daemon.rssBefore / 2 ** 20)} MiB before, peak ${fmt(daemon.catchUpPeak / 2 ** 20)} MiB while catching up and ${fmt(daemon.rebuildPeak / 2 ** 20)} MiB while rebuilding.`,
     ""
   ]
+  // Verdicts on the issue's targets, computed from this run's rows.
+  const find = (scenario: string, writers: number, contender: string) =>
+    rows.find((r) => r.scenario === scenario && r.writers === writers && r.contender === contender)
+  const verdict = (label: string, value: number | undefined, target: number, unit = "× raw SQL") =>
+    value === undefined ? `- ${label}: not measured` : `- ${label}: ${value.toFixed(2)} ${unit} (target ${target}): **${value >= target ? "met" : "missed"}**`
+  const ratioOf = (scenario: string, writers: number, contender = live.name) => find(scenario, writers, contender)?.ratio
+  const emmettRows = rows.filter((r) => r.contender === optional?.name)
+  const slower = emmettRows.filter((e) => (find(e.scenario, e.writers, live.name)?.opsPerSecond ?? 0) < e.opsPerSecond)
+  lines.push(
+    "## Targets (issue 4)",
+    "",
+    verdict("append, 1 writer", ratioOf("append (no fetch)", 1), 0.9),
+    verdict("append, 8 writers", ratioOf("append (no fetch)", 8), 0.9),
+    verdict("command, 1 writer", ratioOf("command (10-event stream)", 1), 0.9),
+    verdict("command, 8 writers", ratioOf("command (10-event stream)", 8), 0.9),
+    verdict("hot stream, exclusive vs raw FOR UPDATE", ratioOf("hot stream, exclusive", 8), 0.9),
+    verdict("daemon catch-up", daemon.total / daemon.catchUp / 20_000, 1, "× 20,000 events/s"),
+    `- faster than Emmett in every scenario where both run: **${slower.length === 0 ? "met" : `missed in ${slower.map((r) => `${r.scenario} (${r.writers})`).join(", ")}`}**`,
+    "- Inline/Async fetch of a 1,000-event stream reads the snapshot and no event (a handful of tail events for Async), so its cost does not grow with the stream: compare the Live row of the same scenario.",
+    "- many writers, write-combining vs one transaction per command: this run measures write-combining on (the default); a 3× comparison needs a run with `writeCombining: false`, not made yet.",
+    "",
+    "Why the 0.9× targets are missed: \"raw SQL, chronicle's statements\" runs effect-chronicle's own prepared statements with node-postgres and no library: the gap from raw SQL to it is what the schema does more (metadata, stream type, the transaction-id index that makes async projections gap-safe); the gap from it to effect-chronicle is the client: a CPU profile at 8 writers shows about 0.55 ms of Node CPU per command (Effect runtime about 0.2 ms, the engine about 0.08 ms, node-postgres and socket writes about 0.12 ms, GC about 0.04 ms), and with PostgreSQL on the other of two cores the Node process is the bottleneck. See the README's performance notes.",
+    ""
+  )
   const out = smoke ? path.join(os.tmpdir(), "chronicle-bench-smoke.md") : path.join("bench", "results.md")
   fs.writeFileSync(out, lines.join("\n"))
   console.log(`\nWrote ${out}`)

@@ -24,7 +24,7 @@ import {
   Order,
   OrderShipped
 } from "./order.js"
-import { databaseUrl } from "./postgres.js"
+import { databaseUrl, runMain } from "./postgres.js"
 
 const describe = (state: Option.Option<typeof Order.initial>) =>
   Option.match(state, {
@@ -116,12 +116,4 @@ const main = Effect.gen(function*() {
   yield* Effect.provide(program, storeLayer(url))
 }).pipe(Effect.scoped)
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  Effect.runPromise(main).then(
-    () => process.exit(0),
-    (error) => {
-      console.error(error)
-      process.exit(1)
-    }
-  )
-}
+runMain(import.meta.url, main)

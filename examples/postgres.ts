@@ -58,3 +58,15 @@ export const databaseUrl = Effect.gen(function*() {
   )
   return { url: server.url, embedded: true }
 })
+
+/** Runs an example's main program when its file is executed directly, exiting with its outcome. */
+export const runMain = <A, E>(importMetaUrl: string, main: Effect.Effect<A, E>) => {
+  if (importMetaUrl !== `file://${process.argv[1]}`) return
+  Effect.runPromise(main).then(
+    () => process.exit(0),
+    (error) => {
+      console.error(error)
+      process.exit(1)
+    }
+  )
+}

@@ -15,7 +15,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { createOrder, markItemReady, Order, OrderCreated } from "./order.js"
-import { databaseUrl } from "./postgres.js"
+import { databaseUrl, runMain } from "./postgres.js"
 
 /** The Order state, kept per stream in the same transaction as its events. */
 export const OrderSnapshot = Projection.snapshot(Order, "Inline")
@@ -81,12 +81,4 @@ const main = Effect.gen(function*() {
   yield* Effect.provide(program, App)
 }).pipe(Effect.scoped)
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  Effect.runPromise(main).then(
-    () => process.exit(0),
-    (error) => {
-      console.error(error)
-      process.exit(1)
-    }
-  )
-}
+runMain(import.meta.url, main)

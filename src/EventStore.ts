@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
@@ -48,10 +49,7 @@ export const defaultTenant = internal.defaultTenant
 export const withTenant: {
   (tenantId: string): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string): Effect.Effect<A, E, R>
-} = ((...args: Array<any>) =>
-  args.length === 1
-    ? (self: Effect.Effect<any, any, any>) => Effect.locally(self, internal.currentTenant, args[0])
-    : Effect.locally(args[0], internal.currentTenant, args[1])) as any
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string) => Effect.locally(self, internal.currentTenant, tenantId))
 
 /**
  * Runs an effect with the metadata (correlation, causation, headers) that
@@ -62,10 +60,10 @@ export const withTenant: {
 export const withMetadata: {
   (metadata: EventMetadata): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(self: Effect.Effect<A, E, R>, metadata: EventMetadata): Effect.Effect<A, E, R>
-} = ((...args: Array<any>) =>
-  args.length === 1
-    ? (self: Effect.Effect<any, any, any>) => Effect.locally(self, internal.currentMetadata, args[0])
-    : Effect.locally(args[0], internal.currentMetadata, args[1])) as any
+} = dual(
+  2,
+  <A, E, R>(self: Effect.Effect<A, E, R>, metadata: EventMetadata) => Effect.locally(self, internal.currentMetadata, metadata)
+)
 
 /**
  * The outcome of a command: the stream's version and state after the new
