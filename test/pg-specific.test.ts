@@ -11,6 +11,7 @@ import * as Option from "effect/Option"
 import { EventStorePg, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
+import { maxSavesInFlight } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
 const created = (...names: Array<string>) =>
@@ -161,7 +162,7 @@ describe("postgres", () => {
 
 it.live("write-combining: a save interrupted while it waits to be combined writes nothing; the others land", () =>
     Effect.gen(function*() {
-      const blockers = Array.from({ length: 4 }, () => newId("wc"))
+      const blockers = Array.from({ length: maxSavesInFlight }, () => newId("wc"))
       const others = Array.from({ length: 5 }, () => newId("wc"))
       const dropped = newId("wc")
       yield* Session.run(Effect.gen(function*() {

@@ -25,8 +25,12 @@ const one = new Incremented({ by: 1 })
 const decide = () => [one]
 
 /** Builds a contender whose Counter streams have the given lifecycle. */
-export const chronicle = (lifecycle: Projection.Lifecycle, name = `effect-chronicle${lifecycle === "Live" ? "" : ` (${lifecycle})`}`) => {
-  const schema = `bench_chronicle_${lifecycle.toLowerCase()}_${process.pid}`
+export const chronicle = (
+  lifecycle: Projection.Lifecycle,
+  name = `effect-chronicle${lifecycle === "Live" ? "" : ` (${lifecycle})`}`,
+  options?: { readonly writeCombining?: boolean }
+) => {
+  const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.writeCombining === false ? "_nowc" : ""}_${process.pid}`
   let runtime: ManagedRuntime.ManagedRuntime<EventStore.EventStore, unknown>
   const run = <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => runtime.runPromise(effect)
   const command = (id: string) =>
@@ -57,7 +61,7 @@ export const chronicle = (lifecycle: Projection.Lifecycle, name = `effect-chroni
       }).pipe(Effect.provide(client))
       await Effect.runPromise(setupSchema)
       runtime = ManagedRuntime.make(
-        EventStorePg.layer({ schema }).pipe(
+        EventStorePg.layer({ schema, writeCombining: options?.writeCombining }).pipe(
           Layer.provide(Projections.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Counter, lifecycle)])),
           Layer.provide(client)
         )

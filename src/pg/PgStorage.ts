@@ -240,6 +240,15 @@ export const migrate = (schema: string) =>
   }).pipe(Effect.mapError(wrap(`Migrating the event store schema "${schema}" failed`)))
 
 /**
+ * How many saves of one store run as statements of their own at once before
+ * further concurrent saves are combined: up to here separate statements are
+ * as cheap; beyond, sharing one saves round trips and commits.
+ *
+ * @since 0.1.0
+ */
+export const maxSavesInFlight = 8
+
+/**
  * The channel a commit notifies (at commit time) for projection daemons to wake up.
  *
  * @since 0.1.0
@@ -613,7 +622,7 @@ export const make = (options?: Options) =>
     }
     const queue: Array<Waiter> = []
     let inFlight = 0
-    const maxInFlight = 4
+    const maxInFlight = maxSavesInFlight
     const runtime = yield* Effect.runtime<never>()
     const combineLimit = options?.writeCombining === false ? 1 : 128
     const release = Effect.sync(() => {
