@@ -32,6 +32,7 @@ export const chronicle = (
 ) => {
   const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.writeCombining === false ? "_nowc" : ""}_${process.pid}`
   let runtime: ManagedRuntime.ManagedRuntime<EventStore.EventStore, unknown>
+  let client: Layer.Layer<any, any, never>
   const run = <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => runtime.runPromise(effect)
   const command = (id: string) =>
     run(Session.run(Effect.gen(function*() {
@@ -54,7 +55,7 @@ export const chronicle = (
     name,
     setup: async (url) => {
       const pgUrl = new URL(url)
-      const client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: 30, idleTimeout: "250 millis" })
+      client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: 30, idleTimeout: "250 millis" })
       const setupSchema = Effect.gen(function*() {
         const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
         yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
@@ -69,6 +70,10 @@ export const chronicle = (
       await runtime.runPromise(Effect.void)
     },
     teardown: async () => {
+      await runtime.runPromise(Effect.gen(function*() {
+        const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
+        yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+      }).pipe(Effect.provide(client)))
       await runtime.dispose()
     },
     seed: async (ids, events) => {
