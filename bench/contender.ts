@@ -28,3 +28,17 @@ export interface Contender {
   /** Optional: whether this contender treats an error as a version conflict (counted, not fatal). */
   readonly isConflict: (error: unknown) => boolean
 }
+
+/** Error a raw contender's command rejects with when its expected version was stale. */
+export class Conflict extends Error {}
+
+/** Retries a command until it lands, on `Conflict` only (the raw contenders' `commandWithRetry`). */
+export const retryOnConflict = (command: (id: string) => Promise<void>) => async (id: string): Promise<void> => {
+  while (true) {
+    try {
+      return await command(id)
+    } catch (e) {
+      if (!(e instanceof Conflict)) throw e
+    }
+  }
+}

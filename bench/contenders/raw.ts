@@ -3,7 +3,7 @@
  * named prepared statements, and no library at all.
  */
 import pg from "pg"
-import type { Contender } from "../contender.js"
+import { type Contender, Conflict, retryOnConflict } from "../contender.js"
 
 const schema = `bench_raw_${process.pid}`
 let pool: pg.Pool
@@ -30,8 +30,6 @@ const insert = {
 const bump = { name: "raw_bump", text: `UPDATE ${schema}.streams SET version = $2 WHERE id = $1` }
 
 const payload = JSON.stringify({ by: 1 })
-
-class Conflict extends Error {}
 
 const fold = (rows: ReadonlyArray<{ version: string; data: { by: number } }>) => {
   let total = 0
@@ -77,15 +75,7 @@ INSERT INTO ${schema}.events (stream_id, version, type, data) SELECT $1, v, 'Inc
     await pool.query({ ...appendAny, values: [id, payload] })
   },
   command,
-  commandWithRetry: async (id) => {
-    while (true) {
-      try {
-        return await command(id)
-      } catch (e) {
-        if (!(e instanceof Conflict)) throw e
-      }
-    }
-  },
+  commandWithRetry: retryOnConflict(command),
   commandExclusive: async (id) => {
     const client = await pool.connect()
     try {

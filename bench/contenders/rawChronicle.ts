@@ -9,7 +9,7 @@
 import pg from "pg"
 import { EventStorePg, Projections } from "../../src/index.js"
 import { singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
-import type { Contender } from "../contender.js"
+import { type Contender, Conflict, retryOnConflict } from "../contender.js"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -24,8 +24,6 @@ const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "ex
 const read = { name: "rc_read", text: q.read }
 const payload = JSON.stringify({ by: 1 })
 const far = new Date("9999-12-31T00:00:00Z")
-
-class Conflict extends Error {}
 
 const save = (statement: { name: string; text: string }, id: string, expected: number) =>
   pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"]] })
@@ -61,14 +59,6 @@ export const rawChronicle: Contender = {
     await save(any, id, 0)
   },
   command,
-  commandWithRetry: async (id) => {
-    while (true) {
-      try {
-        return await command(id)
-      } catch (e) {
-        if (!(e instanceof Conflict)) throw e
-      }
-    }
-  },
+  commandWithRetry: retryOnConflict(command),
   isConflict: (e) => e instanceof Conflict
 }
