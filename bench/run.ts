@@ -6,6 +6,8 @@
  *   BENCH_SECONDS   measured seconds per scenario and contender (default 3)
  *   BENCH_SMOKE=1   a few seconds in all, for CI: proves the harness runs
  *   BENCH_EMMETT=0  leave Emmett out
+ *   BENCH_ONLY=x    only the scenarios whose name contains x (comma-separated; "daemon" for the daemon);
+ *                   bench/results.md is then not written
  */
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -30,6 +32,8 @@ const seconds = smoke ? 0.25 : Number(process.env.BENCH_SECONDS ?? 3)
 const warmup = smoke ? 0.05 : 0.5
 const rounds = smoke ? 1 : 3
 const streamsPerScenario = smoke ? 40 : 1000
+const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+const selected = (name: string) => only === undefined || only.some((o) => name.includes(o))
 
 interface Measure {
   readonly ops: number
@@ -110,6 +114,7 @@ interface Scenario {
 
 let runId = 0
 const runScenario = async (scenario: Scenario) => {
+  if (!selected(scenario.name)) return
   for (const writers of scenario.writers) {
     const label = `${scenario.name}, ${writers} writer${writers === 1 ? "" : "s"}`
     console.log(`\n${label}`)
@@ -300,9 +305,13 @@ const main = async () => {
     op: (c) => c.command,
     contenders: withEmmett(raw, live, uncombined, optional)
   })
-  const daemon = await daemonScenario(url)
+  const daemon = selected("daemon") ? await daemonScenario(url) : undefined
   for (const c of contenders) await c.teardown()
   if (stop) await stop()
+  if (daemon === undefined) {
+    console.log("\nBENCH_ONLY: a partial run, bench/results.md not written")
+    return
+  }
 
   const versions = (name: string) => {
     try {

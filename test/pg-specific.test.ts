@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import { EventStorePg, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
-import { maxSavesInFlight } from "../src/pg/PgStorage.js"
+import { maxSavesInFlight, poolConnectionOf } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
 const created = (...names: Array<string>) =>
@@ -107,6 +107,21 @@ describe("postgres", () => {
         assert.strictEqual(Number(rows[31].seq) - Number(rows[0].seq) + 1, 32)
         // ...and saves were combined: fewer transactions than saves.
         assert.isBelow(new Set(rows.map((r) => r.tx_id)).size, 32)
+      }))
+
+    it.effect("outside a transaction, statements run prepared on @effect/sql-pg's pool-level connection (no reservation)", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        // The fast path depends on @effect/sql internals: an upgrade that moves them fails here, not silently.
+        const conn = yield* poolConnectionOf(sql)
+        assert.isDefined(conn)
+        assert.isUndefined((conn as { pg?: unknown }).pg)
+        const query = (n: number) => conn!.executeRaw({ name: "chronicle_test_probe", text: "SELECT $1::int + 1 AS n" } as unknown as string, [n])
+        const results = yield* Effect.all([query(1), query(2), query(3), query(4)], { concurrency: 4 })
+        assert.deepStrictEqual(results.map((r) => (r as { rows: Array<{ n: number }> }).rows[0].n), [2, 3, 4, 5])
+        // Inside a transaction the acquirer gives the transaction's connection, which is not the pool's.
+        const inTx = yield* sql.withTransaction(poolConnectionOf(sql))
+        assert.strictEqual(inTx, conn)
       }))
 
     it.effect("interrupted exclusive fetches give back their lock and their connection (pool of 3)", () =>

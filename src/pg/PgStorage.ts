@@ -302,6 +302,32 @@ interface CommitRow {
 }
 
 /**
+ * The pool-level connection of `@effect/sql-pg`, reached through a
+ * statement's acquirer: each statement on it borrows a client from the pool
+ * for just that statement, without a Scope (reserving one through
+ * `sql.reserve` costs more Node CPU than a save itself), and its `executeRaw`
+ * hands the query to node-postgres as given, so a named query config runs
+ * prepared. Undefined with another driver: saves then reserve a connection.
+ *
+ * @internal
+ */
+export const poolConnectionOf = (sql: SqlClient.SqlClient): Effect.Effect<SqlConnection.Connection | undefined> =>
+  Effect.sync(() => (sql.unsafe("SELECT 1") as unknown as { readonly acquirer?: unknown }).acquirer).pipe(
+    Effect.flatMap((acquirer) =>
+      Effect.isEffect(acquirer) ? (acquirer as Effect.Effect<SqlConnection.Connection, unknown>) : Effect.succeed(undefined)
+    ),
+    // Outside any transaction the acquirer gives the pool's connection.
+    Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)),
+    Effect.map((conn) =>
+      conn !== undefined && (conn as { pg?: unknown }).pg === undefined && typeof conn.executeRaw === "function" &&
+        "pg" in conn
+        ? conn
+        : undefined
+    ),
+    Effect.orElseSucceed(() => undefined)
+  )
+
+/**
  * Creates the PostgreSQL storage over the `SqlClient` in context (tables must
  * exist: see `migrate`).
  *
@@ -334,12 +360,19 @@ export const make = (options?: Options) =>
           Effect.ignore
         )
       })
+    const poolConnection = yield* poolConnectionOf(sql)
+    const onPool = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) =>
+      Effect.map(
+        conn.executeRaw({ name, text } as unknown as string, values),
+        (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
+      )
     const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
       Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx): Effect.Effect<ReadonlyArray<A>, SqlError> => {
         if (Option.isSome(tx)) {
           const client = clientOf(tx.value[0])
           return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
         }
+        if (poolConnection !== undefined) return onPool<A>(poolConnection, name, text, values)
         return Effect.scoped(Effect.flatMap(sql.reserve, (conn) => {
           const client = clientOf(conn)
           return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
