@@ -23,7 +23,7 @@ import {
   EventEncodeError,
   EventStoreError,
   InvalidExpectedVersionError,
-  type InvalidStreamIdError,
+  InvalidStreamIdError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
@@ -222,10 +222,14 @@ interface Pending {
 
 const identityKey = (aggregate: Aggregate.Any, id: string) => `${aggregate.name}\u0000${id}`
 
-const validateExpected = (streamId: string, expected: unknown): Effect.Effect<void, InvalidExpectedVersionError> =>
-  expected === undefined || (typeof expected === "number" && Number.isSafeInteger(expected) && expected >= 0)
-    ? Effect.void
-    : Effect.fail(new InvalidExpectedVersionError({ streamId, expectedVersion: expected }))
+// Checked synchronously: a bad id or expectation fails before any effect runs.
+const invalidInput = (id: string, expected: unknown): InvalidStreamIdError | InvalidExpectedVersionError | undefined => {
+  const reason = StreamId.invalidReason(id)
+  if (reason !== undefined) return new InvalidStreamIdError({ streamId: id, reason })
+  return expected === undefined || (typeof expected === "number" && Number.isSafeInteger(expected) && expected >= 0)
+    ? undefined
+    : new InvalidExpectedVersionError({ streamId: id, expectedVersion: expected })
+}
 
 /** @internal */
 export const toEnvelope = <E>(stored: Storage.StoredEvent, data: E): EventEnvelope<E> => ({
@@ -257,16 +261,15 @@ export const decodeStored = <S, E>(
 const decodeAll = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   rows: ReadonlyArray<Storage.StoredEvent>
-): Effect.Effect<Array<EventEnvelope<E>>, EventDecodeError> =>
-  Effect.suspend(() => {
-    const out: Array<EventEnvelope<E>> = new Array(rows.length)
-    for (let i = 0; i < rows.length; i++) {
-      const decoded = decodeStored(aggregate, rows[i])
-      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      out[i] = decoded.right
-    }
-    return Effect.succeed(out)
-  })
+): Either.Either<Array<EventEnvelope<E>>, EventDecodeError> => {
+  const out: Array<EventEnvelope<E>> = new Array(rows.length)
+  for (let i = 0; i < rows.length; i++) {
+    const decoded = decodeStored(aggregate, rows[i])
+    if (Either.isLeft(decoded)) return Either.left(decoded.left)
+    out[i] = decoded.right
+  }
+  return Either.right(out)
+}
 
 // Aggregates whose evolve reads an envelope's sequence or timestamp: their
 // Inline snapshots are computed once the store has given the events those.
@@ -342,41 +345,47 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
 
   const ops = (): Storage.Operations => transaction?.transaction ?? storage
 
+  interface Loaded<S> {
+    readonly version: number
+    readonly state: Option.Option<S>
+  }
+  const foldRows = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E, any, any>,
+    from: Option.Option<S>,
+    version: number,
+    rows: ReadonlyArray<Storage.StoredEvent>
+  ): Effect.Effect<Loaded<S>, EventDecodeError> => {
+    const envelopes = decodeAll(aggregate, rows)
+    if (Either.isLeft(envelopes)) return Effect.fail(envelopes.left)
+    const list = envelopes.right
+    return Effect.succeed({
+      version: list.length === 0 ? version : list[list.length - 1].version,
+      state: Aggregate.foldFrom(aggregate, from, list)
+    })
+  }
+
   const load = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
     options?: Storage.ReadOptions
-  ) =>
-    ops().readStream(id, options).pipe(
-      Effect.flatMap((rows) => decodeAll(aggregate, rows)),
-      Effect.map((envelopes) => ({
-        version: envelopes.length === 0 ? 0 : envelopes[envelopes.length - 1].version,
-        state: Aggregate.fold(aggregate, envelopes)
-      }))
-    )
+  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
+    Effect.flatMap(ops().readStream(id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
 
   // Inline and Async aggregates: the stored snapshot plus the events after it,
   // in one round trip. An Inline snapshot is current, so no event is read.
-  const loadLatest = <S, E>(aggregate: Aggregate.Aggregate<S, E, any, any>, id: string) => {
+  const loadLatest = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E, any, any>,
+    id: string
+  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
     const versions = registry.storedSnapshotVersionsOf(aggregate)
     const codec = Aggregate.stateCodec(aggregate)
     if (versions.length === 0 || codec === undefined) return load(aggregate, id)
-    return Effect.gen(function*() {
-      const { snapshot, tail } = yield* ops().loadSnapshot(id, aggregate.name, versions)
-      let from: Option.Option<S> = Option.none()
-      let version = 0
-      if (snapshot !== undefined) {
-        const decoded = codec.decode(snapshot.data)
-        // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
-        if (Either.isLeft(decoded)) return yield* load(aggregate, id)
-        from = Option.some(decoded.right)
-        version = snapshot.streamVersion ?? 0
-      }
-      const envelopes = yield* decodeAll(aggregate, tail)
-      return {
-        version: envelopes.length === 0 ? version : envelopes[envelopes.length - 1].version,
-        state: Aggregate.foldFrom(aggregate, from, envelopes)
-      }
+    return Effect.flatMap(ops().loadSnapshot(id, aggregate.name, versions), ({ snapshot, tail }) => {
+      if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail)
+      const decoded = codec.decode(snapshot.data)
+      // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
+      if (Either.isLeft(decoded)) return load(aggregate, id)
+      return foldRows(aggregate, Option.some(decoded.right), snapshot.streamVersion ?? 0, tail)
     })
   }
 
@@ -392,23 +401,26 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     return entry
   }
 
+  const push = (entry: Pending, aggregate: Aggregate.Any, events: Iterable<unknown>, metadata: EventMetadata) => {
+    let target = entry
+    if (pending.get(entry.streamId) !== entry) {
+      // A stream used again after its save: the next save expects the version this session saved.
+      const known = identity.get(identityKey(entry.aggregate, entry.streamId))
+      const expected = known !== undefined && known.saved ? known.version : entry.expected
+      target = pending.get(entry.streamId) ?? pendingFor(entry.aggregate, entry.streamId, entry.mode, expected)
+    }
+    for (const event of events) target.events.push({ aggregate, event, metadata })
+  }
   const appendTo = (entry: Pending, aggregate: Aggregate.Any, events: Iterable<unknown>) =>
-    Effect.flatMap(FiberRef.get(currentMetadata), (metadata) =>
-      Effect.sync(() => {
-        let target = entry
-        if (pending.get(entry.streamId) !== entry) {
-          // A stream used again after its save: the next save expects the version this session saved.
-          const known = identity.get(identityKey(entry.aggregate, entry.streamId))
-          const expected = known !== undefined && known.saved ? known.version : entry.expected
-          target = pending.get(entry.streamId) ?? pendingFor(entry.aggregate, entry.streamId, entry.mode, expected)
-        }
-        for (const event of events) target.events.push({ aggregate, event, metadata })
-      }))
+    Effect.withFiberRuntime<void>((fiber) => {
+      push(entry, aggregate, events, fiber.getFiberRef(currentMetadata))
+      return Effect.void
+    })
 
   const streamFor = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
-    loaded: { readonly version: number; readonly state: Option.Option<S> },
+    loaded: Loaded<S>,
     options: FetchOptions | undefined
   ): Effect.Effect<EventStream<S, E>, ConcurrencyError> => {
     if (options?.expectedVersion !== undefined && options.expectedVersion !== loaded.version) {
@@ -416,34 +428,31 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
         new ConcurrencyError({ streamId: id, expectedVersion: options.expectedVersion, actualVersion: loaded.version })
       )
     }
-    return Effect.sync(() => {
-      // The last fetch of a stream sets the expectation its pending action is saved with.
-      const entry = pendingFor(aggregate, id, "fetched", loaded.version)
-      if (options?.alwaysEnforceConsistency) entry.enforce = true
-      identity.set(identityKey(aggregate, id), { state: loaded.state, version: loaded.version, saved: false })
-      return {
-        id,
-        aggregate: loaded.state,
-        version: loaded.version,
-        appendOne: (event) => appendTo(entry, aggregate, [event]),
-        appendMany: (events) => appendTo(entry, aggregate, events),
-        alwaysEnforceConsistency: (on = true) => Effect.sync(() => void (entry.enforce = on))
-      }
+    // The last fetch of a stream sets the expectation its pending action is saved with.
+    const entry = pendingFor(aggregate, id, "fetched", loaded.version)
+    if (options?.alwaysEnforceConsistency) entry.enforce = true
+    identity.set(identityKey(aggregate, id), { state: loaded.state, version: loaded.version, saved: false })
+    return Effect.succeed({
+      id,
+      aggregate: loaded.state,
+      version: loaded.version,
+      appendOne: (event) => appendTo(entry, aggregate, [event]),
+      appendMany: (events) => appendTo(entry, aggregate, events),
+      alwaysEnforceConsistency: (on = true) => Effect.sync(() => void (entry.enforce = on))
     })
   }
 
   const fetchForWriting: SessionShape["fetchForWriting"] = (aggregate, id, options) =>
-    Effect.gen(function*() {
-      yield* StreamId.validate(id)
-      yield* validateExpected(id, options?.expectedVersion)
-      const loaded = yield* loadLatest(aggregate, id)
-      return yield* streamFor(aggregate, id, loaded, options)
+    Effect.suspend((): Effect.Effect<EventStream<any, any>, FetchError> => {
+      const invalid = invalidInput(id, options?.expectedVersion)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      return Effect.flatMap(loadLatest(aggregate, id), (loaded) => streamFor(aggregate, id, loaded, options))
     })
 
   const fetchForExclusiveWriting: SessionShape["fetchForExclusiveWriting"] = (aggregate, id, options) =>
     Effect.gen(function*() {
-      yield* StreamId.validate(id)
-      yield* validateExpected(id, options?.expectedVersion)
+      const invalid = invalidInput(id, options?.expectedVersion)
+      if (invalid !== undefined) return yield* invalid
       const timeout = options?.timeout === undefined ? store.defaultLockTimeout : Duration.decode(options.timeout)
       if (transaction === undefined) {
         // A scope of its own, so that the save can end it before the session does.
@@ -509,9 +518,9 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     Effect.flatMap(StreamId.validate(id), () => appendTo(pendingFor(aggregate, id, "start", 0), aggregate, events))
 
   const append: SessionShape["append"] = (aggregate, id, events, options) =>
-    Effect.gen(function*() {
-      yield* StreamId.validate(id)
-      yield* validateExpected(id, options?.expectedVersion)
+    Effect.withFiberRuntime((fiber) => {
+      const invalid = invalidInput(id, options?.expectedVersion)
+      if (invalid !== undefined) return Effect.fail(invalid)
       const existing = pending.get(id)
       const entry = existing === undefined
         ? pendingFor(aggregate, id, "append", options?.expectedVersion ?? "any")
@@ -519,35 +528,41 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
       if (existing !== undefined && options?.expectedVersion !== undefined) {
         entry.expected = options.expectedVersion
       }
-      yield* appendTo(entry, aggregate, events)
+      push(entry, aggregate, events, fiber.getFiberRef(currentMetadata))
+      return Effect.void
     })
 
-  const encodeBatch = (tenantId: string, entries: ReadonlyArray<Pending>) =>
-    Effect.suspend((): Effect.Effect<Storage.CommitBatch, EventEncodeError> => {
-      const streams: Array<Storage.StreamWrite> = []
-      for (const entry of entries) {
-        const events: Array<Storage.NewEvent> = []
-        for (const { aggregate, event, metadata } of entry.events) {
-          const encoded = aggregate.codec.encode(event)
-          if (Either.isLeft(encoded)) {
-            return Effect.fail(
-              new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: encoded.left })
-            )
-          }
-          events.push({ type: encoded.right.type, data: encoded.right.data, metadata })
+  const encodeBatch = (
+    tenantId: string,
+    entries: ReadonlyArray<Pending>
+  ): Either.Either<Storage.CommitBatch, EventEncodeError> => {
+    const streams: Array<Storage.StreamWrite> = []
+    for (const entry of entries) {
+      const events: Array<Storage.NewEvent> = []
+      for (const { aggregate, event, metadata } of entry.events) {
+        const encoded = aggregate.codec.encode(event)
+        if (Either.isLeft(encoded)) {
+          return Either.left(
+            new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: encoded.left })
+          )
         }
-        streams.push({
-          streamId: entry.streamId,
-          aggregateType: entry.aggregate.name,
-          expected: entry.expected,
-          events
-        })
+        events.push({ type: encoded.right.type, data: encoded.right.data, metadata })
       }
-      return Effect.succeed({ tenantId, streams })
-    })
+      streams.push({
+        streamId: entry.streamId,
+        aggregateType: entry.aggregate.name,
+        expected: entry.expected,
+        events
+      })
+    }
+    return Either.right({ tenantId, streams })
+  }
 
-  const conflictError = (conflict: Storage.Conflict): ConcurrencyError | StreamExistsError =>
-    pending.get(conflict.streamId)?.mode === "start"
+  const conflictError = (
+    saving: ReadonlyMap<string, Pending>,
+    conflict: Storage.Conflict
+  ): ConcurrencyError | StreamExistsError =>
+    saving.get(conflict.streamId)?.mode === "start"
       ? new StreamExistsError({ streamId: conflict.streamId })
       : new ConcurrencyError({
         streamId: conflict.streamId,
@@ -759,44 +774,47 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     return Either.right({ documents, inline, computed })
   }
 
-  const save = (target: Storage.Transaction | undefined) =>
-    Effect.gen(function*() {
-      const entries = Array.from(pending.values()).filter((entry) => entry.events.length > 0 || entry.enforce)
-      const tenantId = yield* FiberRef.get(currentTenant)
-      const batch = yield* encodeBatch(tenantId, entries)
-      if (entries.length === 0) {
-        if (target !== undefined) yield* target.commit(batch)
-        return { streams: [] }
-      }
-      const plan = planInline(entries, batch)
-      if (Either.isLeft(plan)) return yield* Effect.fail(plan.left)
-      const { computed, documents, inline } = plan.right
-      const result = yield* (target ?? storage).commit({ ...batch, documents, inline })
-      if (result._tag === "Conflicted") {
-        return yield* Effect.fail(conflictError(result.conflicts[0]))
-      }
+  const save = (
+    target: Storage.Transaction | undefined,
+    saving: ReadonlyMap<string, Pending>,
+    tenantId: string
+  ): Effect.Effect<SaveResult, SaveError> => {
+    const entries = Array.from(saving.values()).filter((entry) => entry.events.length > 0 || entry.enforce)
+    const encoded = encodeBatch(tenantId, entries)
+    if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
+    const batch = encoded.right
+    if (entries.length === 0) {
+      return target === undefined ? Effect.succeed({ streams: [] }) : Effect.as(target.commit(batch), { streams: [] })
+    }
+    const plan = planInline(entries, batch)
+    if (Either.isLeft(plan)) return Effect.fail(plan.left)
+    const { computed, documents, inline } = plan.right
+    return Effect.flatMap((target ?? storage).commit({ ...batch, documents, inline }), (result) => {
+      if (result._tag === "Conflicted") return Effect.fail(conflictError(saving, result.conflicts[0]))
       for (const committed of result.streams) {
-        const entry = pending.get(committed.streamId)
+        const entry = saving.get(committed.streamId)
         if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
       }
-      return {
+      return Effect.succeed({
         streams: result.streams.map((s) => ({
           streamId: s.streamId,
           previousVersion: s.previousVersion,
           version: s.version,
           sequences: s.events.map((e) => e.sequence)
         }))
-      }
+      })
     })
+  }
 
   // A save ends the unit of work, whatever its outcome: pending appends are
   // dropped (a retry fetches again), and the transaction of an exclusive fetch
   // ends, giving back its locks and its connection.
-  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.suspend(() =>
-    save(transaction?.transaction).pipe(
-      Effect.ensuring(Effect.zipRight(Effect.sync(() => pending.clear()), endTransaction))
-    )
-  )
+  const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.withFiberRuntime((fiber) => {
+    const saving = new Map(pending)
+    pending.clear()
+    const effect = save(transaction?.transaction, saving, fiber.getFiberRef(currentTenant))
+    return transactionScope === undefined ? effect : Effect.ensuring(effect, endTransaction)
+  })
 
   const known: SessionShape["known"] = (aggregate, id) => Option.fromNullable(identity.get(identityKey(aggregate, id)))
 

@@ -367,7 +367,8 @@ export const make = (options?: Options) =>
         (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
       )
     const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
-      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx): Effect.Effect<ReadonlyArray<A>, SqlError> => {
+      Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
+        const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
         if (Option.isSome(tx)) {
           const client = clientOf(tx.value[0])
           return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
@@ -471,45 +472,56 @@ export const make = (options?: Options) =>
       }
       return statement
     }
-    const runSingle = (plan: NonNullable<ReturnType<typeof singleStream>>, batch: Storage.CommitBatch) =>
-      Effect.gen(function*() {
-        const { docs, expectedVersion, write } = plan
-        const kind = expectedVersion < 0 ? "any" : expectedVersion === 0 ? "new" : "exact"
-        const notify = notifyTo()
-        const statement = singleStatement(kind, docs.length > 0, notify !== null)
-        const values: Array<unknown> = [
-          write.streamId,
-          write.events.length,
-          Math.max(0, expectedVersion),
-          write.aggregateType,
-          batch.tenantId,
-          write.events.map((e) => e.type),
-          write.events.map((e) => JSON.stringify(e.data)),
-          write.events.map((e) => JSON.stringify(e.metadata))
-        ]
-        if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
-        if (notify !== null) values.push(notify)
-        const rows = yield* prepared<{ seq: string | null; version: string | null; timestamp: Date | null }>(statement.name, statement.text, values)
-        let version: number | undefined
-        const events: Array<Storage.AppendedEvent> = []
-        for (const row of rows) {
-          if (row.version === null) continue // the notification's row
-          if (row.seq === null) version = Number(row.version)
-          else events.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: row.timestamp! })
+    const runSingle = (plan: NonNullable<ReturnType<typeof singleStream>>, batch: Storage.CommitBatch) => {
+      const { docs, expectedVersion, write } = plan
+      const kind = expectedVersion < 0 ? "any" : expectedVersion === 0 ? "new" : "exact"
+      const notify = notifyTo()
+      const statement = singleStatement(kind, docs.length > 0, notify !== null)
+      const events = write.events
+      const types = new Array<string>(events.length)
+      const data = new Array<string>(events.length)
+      const metadata = new Array<string>(events.length)
+      for (let i = 0; i < events.length; i++) {
+        types[i] = events[i].type
+        data[i] = JSON.stringify(events[i].data)
+        metadata[i] = JSON.stringify(events[i].metadata)
+      }
+      const values: Array<unknown> = [
+        write.streamId,
+        events.length,
+        Math.max(0, expectedVersion),
+        write.aggregateType,
+        batch.tenantId,
+        types,
+        data,
+        metadata
+      ]
+      if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
+      if (notify !== null) values.push(notify)
+      return Effect.flatMap(
+        prepared<{ seq: string | null; version: string | null; timestamp: Date | null }>(statement.name, statement.text, values),
+        (rows): Effect.Effect<Storage.CommitResult, SqlError> => {
+          let version: number | undefined
+          const appended: Array<Storage.AppendedEvent> = []
+          for (const row of rows) {
+            if (row.version === null) continue // the notification's row
+            if (row.seq === null) version = Number(row.version)
+            else appended.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: row.timestamp! })
+          }
+          if (version === undefined) {
+            return Effect.map(sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId]]), (actual) => ({
+              _tag: "Conflicted",
+              conflicts: [{ streamId: write.streamId, expected: expectedVersion, actual: actual.length === 0 ? 0 : Number(actual[0].version) }]
+            }))
+          }
+          if (appended.length > 1) appended.sort((a, b) => a.version - b.version)
+          return Effect.succeed({
+            _tag: "Committed",
+            streams: [{ streamId: write.streamId, previousVersion: version - events.length, version, events: appended }]
+          })
         }
-        if (version === undefined) {
-          const actual = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId]])
-          return {
-            _tag: "Conflicted",
-            conflicts: [{ streamId: write.streamId, expected: expectedVersion, actual: actual.length === 0 ? 0 : Number(actual[0].version) }]
-          } as const
-        }
-        events.sort((a, b) => a.version - b.version)
-        return {
-          _tag: "Committed",
-          streams: [{ streamId: write.streamId, previousVersion: version - write.events.length, version, events }]
-        } as const
-      })
+      )
+    }
 
     const run = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
       Effect.suspend(() => {
@@ -615,31 +627,34 @@ export const make = (options?: Options) =>
     const retryable = (e: unknown): e is SqlError =>
       e !== null && typeof e === "object" && (e as any)._tag === "SqlError" &&
       ["23505", "40P01", "40001"].includes(sqlState(e as SqlError) ?? "")
-    const conflictsAfter = (batch: Storage.CommitBatch, error: SqlError) =>
-      Effect.gen(function*() {
-        const rows = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId)])
-        const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
-        const conflicts = batch.streams.flatMap((w) => {
-          const actual = found.get(w.streamId) ?? 0
-          return w.expected !== "any" && w.expected !== actual ? [{ streamId: w.streamId, expected: w.expected, actual }] : []
-        })
-        if (conflicts.length === 0) return yield* Effect.fail(error)
-        return { _tag: "Conflicted", conflicts } as Storage.CommitResult
-      })
+    const toStoreError = (e: SqlError | EventStoreError) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)
+    const conflictsAfter = (batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
+      Effect.flatMap(
+        sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId)]),
+        (rows) => {
+          const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
+          const conflicts = batch.streams.flatMap((w) => {
+            const actual = found.get(w.streamId) ?? 0
+            return w.expected !== "any" && w.expected !== actual ? [{ streamId: w.streamId, expected: w.expected, actual }] : []
+          })
+          return conflicts.length === 0 ? Effect.fail(error) : Effect.succeed<Storage.CommitResult>({ _tag: "Conflicted", conflicts })
+        }
+      ).pipe(Effect.mapError(toStoreError))
+    const recover = (batch: Storage.CommitBatch) => (e: SqlError | EventStoreError) =>
+      retryable(e) ? conflictsAfter(batch, e) : Effect.fail(toStoreError(e))
 
     // Several streams: the statement's partial updates must roll back with a
     // conflict; inline work takes statements of its own. Both run in a
     // transaction (a savepoint inside a caller's).
     const commitDirect = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
-      (batch.streams.length === 1 && batch.inline === undefined
-        ? run(batch)
-        : sql.withTransaction(
-          Effect.flatMap(run(batch), (result) =>
-            result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
-        ).pipe(Effect.catchIf((e): e is Rollback => e instanceof Rollback, (e) => Effect.succeed(e.result)))
-      ).pipe(
-        Effect.catchIf(retryable, (e) => conflictsAfter(batch, e)),
-        Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e as SqlError))
+      Effect.catchAll(
+        batch.streams.length === 1 && batch.inline === undefined
+          ? run(batch)
+          : sql.withTransaction(
+            Effect.flatMap(run(batch), (result) =>
+              result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
+          ).pipe(Effect.catchIf((e): e is Rollback => e instanceof Rollback, (e) => Effect.succeed(e.result))),
+        recover(batch)
       )
 
     // Write-combining. While fewer than `maxInFlight` statements of this store
@@ -662,12 +677,12 @@ export const make = (options?: Options) =>
       inFlight--
       flush()
     })
-    // Runs a save alone in the caller's fiber (so interrupting it cancels it); `reserved` when flush already counted it.
-    const alone = (batch: Storage.CommitBatch, reserved: boolean) =>
-      Effect.suspend(() => {
-        if (!reserved) inFlight++
-        return commitDirect(batch)
-      }).pipe(Effect.ensuring(release))
+    // Runs a save alone in the caller's fiber, so that interrupting it cancels it.
+    const alone = (batch: Storage.CommitBatch) =>
+      Effect.uninterruptibleMask((restore) => {
+        inFlight++
+        return Effect.ensuring(restore(commitDirect(batch)), release)
+      })
     const flush = () => {
       while (inFlight < maxInFlight && queue.length > 0) {
         const tenant = queue[0].batch.tenantId
@@ -683,8 +698,17 @@ export const make = (options?: Options) =>
           } else i++
         }
         inFlight++
+        // Queued saves run in fibers of their own, whose end (even by the
+        // waiter's interruption) gives the slot back.
         if (taken.length === 1) {
-          taken[0].resume(alone(taken[0].batch, true))
+          const waiter = taken[0]
+          waiter.cancel = Runtime.runCallback(runtime)(commitDirect(waiter.batch), {
+            onExit: (exit) => {
+              inFlight--
+              waiter.resume(exit)
+              flush()
+            }
+          })
           continue
         }
         const combined: Storage.CommitBatch = { tenantId: tenant, streams: taken.map((w) => w.batch.streams[0]) }
@@ -725,9 +749,14 @@ export const make = (options?: Options) =>
       batch.streams.length === 1 && batch.inline === undefined && (batch.documents?.length ?? 0) === 0
 
     const commit = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
-      !combinable(batch) ? commitDirect(batch) : Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) =>
+      !combinable(batch) ? commitDirect(batch) : Effect.withFiberRuntime((fiber) =>
         // Inside a transaction the save must use its connection: it cannot be combined.
-        Option.isSome(tx) ? commitDirect(batch) : inFlight >= maxInFlight ? combine(batch) : alone(batch, false))
+        Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
+          ? commitDirect(batch)
+          : inFlight >= maxInFlight
+          ? combine(batch)
+          : alone(batch)
+      )
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
       // Inside a caller's transaction the session's transaction is a savepoint
