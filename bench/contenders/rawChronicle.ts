@@ -21,15 +21,14 @@ const q = statements(`"${schema}"`)
 // As the library sends them when no projection daemon listens: without the notification.
 const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, false) }
 const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, false) }
-const read = { name: "rc_read", text: q.read }
+const read = { name: "rc_read", text: q.readAll }
 const payload = JSON.stringify({ by: 1 })
-const far = new Date("9999-12-31T00:00:00Z")
 
 const save = (statement: { name: string; text: string }, id: string, expected: number) =>
   pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"]] })
 
 const command = async (id: string) => {
-  const { rows } = await pool.query({ ...read, values: [id, 1, Number.MAX_SAFE_INTEGER, far] })
+  const { rows } = await pool.query({ ...read, values: [id] })
   let total = 0
   for (const row of rows) total += (row.data as { by: number }).by
   void total

@@ -60,6 +60,11 @@ export const quoteSchema = (schema: string): string => {
   return `"${schema}"`
 }
 
+// Timestamps travel as epoch milliseconds (a float8 is cheaper for the
+// driver to read than a timestamptz string) and empty metadata as NULL.
+const millis = (column: string) => `(extract(epoch FROM ${column}) * 1000)::float8`
+const metadataOf = (column: string) => `NULLIF(${column}, '{}'::jsonb)`
+
 /**
  * The single-stream save, the common case, as a small statement that
  * PostgreSQL plans cheaply (the generic batch statement costs more to plan
@@ -91,19 +96,23 @@ export const singleStreamStatement = (s: string, expected: "exact" | "new" | "an
   ON CONFLICT (projection, projection_version, id) DO UPDATE
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
 )` : ""}
-SELECT NULL::bigint AS seq, version, NULL::timestamptz AS "timestamp" FROM s
+SELECT NULL::bigint AS seq, version, NULL::float8 AS "timestamp" FROM s
 UNION ALL
-SELECT seq, version, "timestamp" FROM ev${notify ? `
+SELECT seq, version, ${millis(`"timestamp"`)} FROM ev${notify ? `
 UNION ALL
 SELECT NULL, NULL, NULL FROM (SELECT pg_notify(${channel}, 'append')) n WHERE EXISTS (SELECT FROM ev)` : ""}`
 }
 
 /** @internal the SQL of a schema, also used by the benchmark to measure its shapes. */
 export const statements = (s: string) => ({
-  read: `SELECT seq, stream_id, version, type, data, metadata, "timestamp", tenant_id
+  read: `SELECT seq, version, type, data, ${metadataOf("metadata")} AS metadata, ${millis(`"timestamp"`)} AS "timestamp", tenant_id
 FROM ${s}.events
 WHERE stream_id = $1 AND version >= $2 AND version <= $3
   AND date_trunc('milliseconds', "timestamp") <= $4
+ORDER BY version`,
+  readAll: `SELECT seq, version, type, data, ${metadataOf("metadata")} AS metadata, ${millis(`"timestamp"`)} AS "timestamp", tenant_id
+FROM ${s}.events
+WHERE stream_id = $1
 ORDER BY version`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
   // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
@@ -146,9 +155,9 @@ ORDER BY version`,
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
   RETURNING 1
 )
-SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::timestamptz AS "timestamp" FROM ok
+SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::float8 AS "timestamp" FROM ok
 UNION ALL
-SELECT stream_id, version, seq, "timestamp" FROM ev
+SELECT stream_id, version, seq, ${millis(`"timestamp"`)} FROM ev
 UNION ALL
 SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, 'append')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
   snapshot: `WITH d AS (
@@ -157,9 +166,9 @@ SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, 'append')) n WHERE $17
   ORDER BY projection_version DESC LIMIT 1
 )
 SELECT true AS snapshot, d.projection_version AS seq, d.stream_version AS version, NULL::text AS type, d.data,
-  NULL::jsonb AS metadata, NULL::timestamptz AS "timestamp", NULL::text AS tenant_id FROM d
+  NULL::jsonb AS metadata, NULL::float8 AS "timestamp", NULL::text AS tenant_id FROM d
 UNION ALL
-SELECT false, e.seq, e.version, e.type, e.data, e.metadata, e."timestamp", e.tenant_id FROM ${s}.events e
+SELECT false, e.seq, e.version, e.type, e.data, ${metadataOf("e.metadata")}, ${millis(`e."timestamp"`)}, e.tenant_id FROM ${s}.events e
 WHERE e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
   documents: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
 WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[])) AND data IS NOT NULL`,
@@ -179,7 +188,8 @@ SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq, processed = EXCLUDED.processed, 
   deleteProgress: `DELETE FROM ${s}.projection_progress WHERE projection = $1 AND projection_version = $2`,
   // Gap-safe: only transactions older than every one still running, so no
   // later commit can ever land before the checkpoint.
-  readAfter: `SELECT seq, stream_id, version, type, stream_type, data, metadata, "timestamp", tenant_id, tx_id::text AS tx_id
+  readAfter: `SELECT seq, stream_id, version, type, stream_type, data, ${metadataOf("metadata")} AS metadata,
+  ${millis(`"timestamp"`)} AS "timestamp", tenant_id, tx_id::text AS tx_id
 FROM ${s}.events
 WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY tx_id, seq
@@ -260,8 +270,9 @@ interface EventRow {
   readonly version: string
   readonly type: string
   readonly data: unknown
-  readonly metadata: Storage.StoredMetadata
-  readonly timestamp: Date
+  readonly metadata: Storage.StoredMetadata | null
+  /** Epoch milliseconds. */
+  readonly timestamp: number
   readonly tenant_id: string
 }
 
@@ -289,8 +300,8 @@ const toStored = (streamId: string, row: EventRow): Storage.StoredEvent => ({
   sequence: Number(row.seq),
   type: row.type,
   data: row.data,
-  metadata: row.metadata,
-  timestamp: row.timestamp,
+  metadata: row.metadata ?? {},
+  timestamp: new Date(row.timestamp),
   tenantId: row.tenant_id
 })
 
@@ -298,7 +309,7 @@ interface CommitRow {
   readonly stream_id: string
   readonly version: string | number
   readonly seq: string | number | null
-  readonly timestamp: Date | null
+  readonly timestamp: number | null
 }
 
 /**
@@ -383,6 +394,7 @@ export const make = (options?: Options) =>
       commit: `${channel}_commit`,
       commitEach: `${channel}_commit_each`,
       read: `${channel}_read`,
+      readAll: `${channel}_read_all`,
       snapshot: `${channel}_snapshot`,
       lock: `${channel}_lock`
     }
@@ -445,7 +457,10 @@ export const make = (options?: Options) =>
       )
 
     const readStream = (id: string, options?: Storage.ReadOptions) =>
-      prepared<EventRow>(names.read, q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
+      (options === undefined || (options.fromVersion === undefined && options.toVersion === undefined && options.toTimestamp === undefined)
+        ? prepared<EventRow>(names.readAll, q.readAll, [id])
+        : prepared<EventRow>(names.read, q.read, [id, options.fromVersion ?? 1, options.toVersion ?? Number.MAX_SAFE_INTEGER, options.toTimestamp ?? farFuture])
+      ).pipe(
         Effect.map((rows) => rows.map((row) => toStored(id, row))),
         Effect.mapError(wrap(`Reading stream "${id}" failed`))
       )
@@ -499,14 +514,14 @@ export const make = (options?: Options) =>
       if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
       if (notify !== null) values.push(notify)
       return Effect.flatMap(
-        prepared<{ seq: string | null; version: string | null; timestamp: Date | null }>(statement.name, statement.text, values),
+        prepared<{ seq: string | null; version: string | null; timestamp: number | null }>(statement.name, statement.text, values),
         (rows): Effect.Effect<Storage.CommitResult, SqlError> => {
           let version: number | undefined
           const appended: Array<Storage.AppendedEvent> = []
           for (const row of rows) {
             if (row.version === null) continue // the notification's row
             if (row.seq === null) version = Number(row.version)
-            else appended.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: row.timestamp! })
+            else appended.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
           }
           if (version === undefined) {
             return Effect.map(sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId]]), (actual) => ({
@@ -577,7 +592,7 @@ export const make = (options?: Options) =>
           } else {
             let list = appended.get(row.stream_id)
             if (list === undefined) appended.set(row.stream_id, list = [])
-            list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: row.timestamp! })
+            list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
           }
         }
         // Only the losing path pays for a second round trip, to report the real version.
