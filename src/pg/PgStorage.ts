@@ -686,11 +686,22 @@ export const make = (options?: Options) =>
     const queue: Array<Waiter> = []
     let inFlight = 0
     const maxInFlight = maxSavesInFlight
+    // Queued saves go out once the current turn of the event loop is over, so
+    // that every save that arrived in it joins the same statement.
+    let flushScheduled = false
+    const scheduleFlush = () => {
+      if (flushScheduled) return
+      flushScheduled = true
+      setImmediate(() => {
+        flushScheduled = false
+        flush()
+      })
+    }
     const runtime = yield* Effect.runtime<never>()
     const combineLimit = options?.writeCombining === false ? 1 : 128
     const release = Effect.sync(() => {
       inFlight--
-      flush()
+      scheduleFlush()
     })
     // Runs a save alone in the caller's fiber, so that interrupting it cancels it.
     const alone = (batch: Storage.CommitBatch) =>
@@ -721,7 +732,7 @@ export const make = (options?: Options) =>
             onExit: (exit) => {
               inFlight--
               waiter.resume(exit)
-              flush()
+              scheduleFlush()
             }
           })
           continue
@@ -743,7 +754,7 @@ export const make = (options?: Options) =>
             } else {
               for (const waiter of taken) waiter.resume(commitDirect(waiter.batch))
             }
-            flush()
+            scheduleFlush()
           }
         })
         for (const waiter of taken) waiter.cancel = () => cancel()
@@ -753,7 +764,7 @@ export const make = (options?: Options) =>
       Effect.async<Storage.CommitResult, EventStoreError>((resume) => {
         const waiter: Waiter = { batch, resume }
         queue.push(waiter)
-        flush()
+        scheduleFlush()
         return Effect.sync(() => {
           const i = queue.indexOf(waiter)
           if (i >= 0) queue.splice(i, 1)
@@ -768,9 +779,9 @@ export const make = (options?: Options) =>
         // Inside a transaction the save must use its connection: it cannot be combined.
         Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
           ? commitDirect(batch)
-          : inFlight >= maxInFlight
-          ? combine(batch)
-          : alone(batch)
+          : inFlight < maxInFlight && queue.length === 0
+          ? alone(batch)
+          : combine(batch)
       )
 
     const begin: Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> = Effect.gen(function*() {
