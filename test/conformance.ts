@@ -454,6 +454,51 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.strictEqual(next.version, 2)
         }))
 
+      it.effect("after its first exclusive fetch times out, a session can still lock another stream and save", () =>
+        Effect.gen(function*() {
+          const held = newId("order")
+          const free = newId("order")
+          yield* seed(held, [created("a")])
+          yield* seed(free, [created("b")])
+          const [blocked, saved] = yield* Session.run(Effect.gen(function*() {
+            yield* Session.fetchForExclusiveWriting(Order, held)
+            return yield* Session.run(Effect.gen(function*() {
+              const blocked = yield* Effect.flip(Session.fetchForExclusiveWriting(Order, held, { timeout: "100 millis" }))
+              const stream = yield* Session.fetchForExclusiveWriting(Order, free, { timeout: "1 second" })
+              yield* stream.appendOne(new ItemReady({ name: "b" }))
+              return [blocked, yield* Session.saveChanges] as const
+            }))
+          }))
+          assert.strictEqual(blocked._tag, "StreamLockedError")
+          assert.deepStrictEqual(saved.streams.map((s) => [s.streamId, s.version]), [[free, 2]])
+          assert.strictEqual(yield* versionOf(free), 2)
+          assert.strictEqual(yield* versionOf(held), 1)
+        }))
+
+      it.effect("a lock not had keeps the locks the session already holds", () =>
+        Effect.gen(function*() {
+          const mine = newId("order")
+          const theirs = newId("order")
+          yield* seed(mine, [created("a")])
+          yield* seed(theirs, [created("b")])
+          const result = yield* Session.run(Effect.gen(function*() {
+            yield* Session.fetchForExclusiveWriting(Order, theirs)
+            return yield* Session.run(Effect.gen(function*() {
+              const stream = yield* Session.fetchForExclusiveWriting(Order, mine)
+              const blocked = yield* Effect.flip(Session.fetchForExclusiveWriting(Order, theirs, { timeout: "100 millis" }))
+              // Still ours: another session cannot take it.
+              const other = yield* Effect.flip(Session.run(Session.fetchForExclusiveWriting(Order, mine, { timeout: "100 millis" })))
+              yield* stream.appendOne(new ItemReady({ name: "a" }))
+              const saved = yield* Session.saveChanges
+              return { blocked, other, saved }
+            }))
+          }))
+          assert.strictEqual(result.blocked._tag, "StreamLockedError")
+          assert.strictEqual(result.other._tag, "StreamLockedError")
+          assert.strictEqual(result.saved.streams[0].version, 2)
+          assert.strictEqual(yield* versionOf(mine), 2)
+        }))
+
       it.effect("the default lock time-out applies when none is given", () =>
         Effect.gen(function*() {
           const id = newId("order")

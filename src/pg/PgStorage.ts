@@ -217,7 +217,15 @@ SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at =
   // row means "no stream" everywhere.
   lock: `INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $2, 0, $3)
 ON CONFLICT (id) DO UPDATE SET version = st.version
-RETURNING st.version`
+RETURNING st.version`,
+  // The same, then the lock time-out back to $4 once the row is locked (the
+  // projection of the row runs after the insert that waited for it).
+  lockRestoring: `WITH l AS (
+  INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $2, 0, $3)
+  ON CONFLICT (id) DO UPDATE SET version = st.version
+  RETURNING st.version
+)
+SELECT version, set_config('lock_timeout', $4, true) AS lock_timeout FROM l`
 })
 
 const farFuture = new Date("9999-12-31T00:00:00Z")
@@ -396,7 +404,8 @@ export const make = (options?: Options) =>
       read: `${channel}_read`,
       readAll: `${channel}_read_all`,
       snapshot: `${channel}_snapshot`,
-      lock: `${channel}_lock`
+      lock: `${channel}_lock`,
+      lockRestoring: `${channel}_lock_restoring`
     }
 
     // pg_notify makes commits queue on a cluster-wide lock, so appends notify
@@ -792,29 +801,72 @@ export const make = (options?: Options) =>
       const statements = Option.isSome(outer)
         ? { begin: "SAVEPOINT chronicle_session", commit: "RELEASE SAVEPOINT chronicle_session", rollback: "ROLLBACK TO SAVEPOINT chronicle_session" }
         : { begin: "BEGIN", commit: "COMMIT", rollback: "ROLLBACK" }
-      yield* conn.executeUnprepared(statements.begin, [], undefined)
-      let open = true
+      // A transaction of our own begins with its first lock, in the same round
+      // trip as setting the lock time-out; a savepoint in a caller's begins now.
+      let open = false
+      if (Option.isSome(outer)) {
+        open = true
+        yield* conn.executeUnprepared(statements.begin, [], undefined)
+      }
       yield* Effect.addFinalizer(() =>
         open ? Effect.ignore(conn.executeUnprepared(statements.rollback, [], undefined)) : Effect.void
       )
+      const ensureOpen = Effect.suspend(() => {
+        if (open) return Effect.void
+        open = true
+        return conn.executeUnprepared(statements.begin, [], undefined)
+      }).pipe(Effect.mapError(wrap("Opening a transaction failed")))
       // Every statement of the transaction runs on its connection.
       const inTx = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.provideService(effect, SqlClient.TransactionConnection, [conn, Option.isSome(outer) ? outer.value[1] + 1 : 0] as const)
+        Effect.provideService(
+          Effect.zipRight(ensureOpen, effect),
+          SqlClient.TransactionConnection,
+          [conn, Option.isSome(outer) ? outer.value[1] + 1 : 0] as const
+        )
+      const notHad = (e: SqlError | EventStoreError) =>
+        e._tag === "SqlError" && (sqlState(e) === "55P03" || sqlState(e) === "40P01")
+      const timeoutOf = (timeout: Duration.Duration) => `${Math.max(1, Math.round(Duration.toMillis(timeout)))}ms`
 
-      // Under a lock time-out that ends with the lock: the save's own waits stay unbounded, as PostgreSQL's default.
-      const lock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
+      // Under a lock time-out that ends with the lock: the save's own waits
+      // stay unbounded, as PostgreSQL's default. The first lock of our own
+      // transaction costs two round trips: BEGIN with the time-out, then the
+      // lock, which restores the time-out once it has the row. Failing, it
+      // leaves nothing to keep: the transaction rolls back and begins anew.
+      const firstLock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
+        Effect.gen(function*() {
+          open = true
+          const results = yield* conn.executeUnprepared(
+            `BEGIN; SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`,
+            [],
+            undefined
+          ) as unknown as Effect.Effect<ReadonlyArray<ReadonlyArray<{ previous: string }>>, SqlError>
+          const previous = results[1][0].previous
+          return yield* inTx(prepared(names.lockRestoring, q.lockRestoring, [id, type, tenant, previous])).pipe(
+            Effect.as(true),
+            Effect.catchIf(notHad, () =>
+              Effect.suspend(() => {
+                open = false
+                return Effect.as(conn.executeUnprepared(statements.rollback, [], undefined), false)
+              }))
+          )
+        })
+      // Later locks (or any in a caller's transaction) keep what the
+      // transaction holds: a lock not had rolls back to a savepoint.
+      const laterLock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
         inTx(sql.withTransaction(Effect.gen(function*() {
           const [{ previous }] = yield* sql.unsafe<{ previous: string }>(
             `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)`,
-            [`${Math.max(1, Duration.toMillis(timeout))}ms`]
+            [timeoutOf(timeout)]
           )
-          yield* prepared(names.lock, q.lock, [id, type, tenant])
-          yield* sql.unsafe(`SELECT set_config('lock_timeout', $1, true)`, [previous])
+          yield* prepared(names.lockRestoring, q.lockRestoring, [id, type, tenant, previous])
         }))).pipe(
           Effect.as(true),
+          Effect.catchIf(notHad, () => Effect.succeed(false))
+        )
+      const lock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
+        Effect.suspend(() => open ? laterLock(id, type, tenant, timeout) : firstLock(id, type, tenant, timeout)).pipe(
           // A deadlock between two lockers is a lock not had: the other session keeps it.
-          Effect.catchIf((e) => sqlState(e) === "55P03" || sqlState(e) === "40P01", () => Effect.succeed(false)),
-          Effect.mapError(wrap(`Locking stream "${id}" failed`))
+          Effect.mapError((e) => e._tag === "SqlError" ? wrap(`Locking stream "${id}" failed`)(e) : e)
         )
 
       const commit = (batch: Storage.CommitBatch) =>
@@ -822,9 +874,10 @@ export const make = (options?: Options) =>
           const result: Either.Either<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0
             ? Either.right({ _tag: "Committed", streams: [] })
             : yield* Effect.either(inTx(run(batch)))
+          const wasOpen = open
           open = false
           const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
-          yield* conn.executeUnprepared(ok ? statements.commit : statements.rollback, [], undefined)
+          if (wasOpen) yield* conn.executeUnprepared(ok ? statements.commit : statements.rollback, [], undefined)
           if (Either.isLeft(result)) {
             const error = result.left
             return yield* retryable(error) ? conflictsAfter(batch, error) : Effect.fail(error)
