@@ -220,10 +220,17 @@ ON CONFLICT (id) DO UPDATE SET version = st.version
 RETURNING st.version`,
   // The same, then the lock time-out back to $4 once the row is locked (the
   // projection of the row runs after the insert that waited for it).
-  lockRestoring: `WITH l AS (
-  INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $2, 0, $3)
+  // An existing row is locked FOR UPDATE (no new row version, unlike the
+  // upsert, which only a stream that does not exist yet needs).
+  lockRestoring: `WITH existing AS (
+  SELECT version FROM ${s}.streams WHERE id = $1 FOR UPDATE
+), created AS (
+  INSERT INTO ${s}.streams AS st (id, type, version, tenant_id)
+  SELECT $1, $2, 0, $3 WHERE NOT EXISTS (SELECT FROM existing)
   ON CONFLICT (id) DO UPDATE SET version = st.version
   RETURNING st.version
+), l AS (
+  SELECT version FROM existing UNION ALL SELECT version FROM created
 )
 SELECT version, set_config('lock_timeout', $4, true) AS lock_timeout FROM l`
 })
