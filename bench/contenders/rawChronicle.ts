@@ -19,13 +19,13 @@ const schema = `bench_rawchronicle_${process.pid}`
 let pool: pg.Pool
 const q = statements(`"${schema}"`)
 // As the library sends them when no projection daemon listens: without the notification.
-const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, false) }
-const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, false) }
+const any = { name: "rc_any", text: singleStreamStatement(`"${schema}"`, "any", false, false, true) }
+const exact = { name: "rc_exact", text: singleStreamStatement(`"${schema}"`, "exact", false, false, true) }
 const read = { name: "rc_read", text: q.readAll }
 const payload = JSON.stringify({ by: 1 })
 
 const save = (statement: { name: string; text: string }, id: string, expected: number) =>
-  pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", ["Incremented"], [payload], ["{}"]] })
+  pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", "Incremented", payload, "{}"] })
 
 const command = async (id: string) => {
   const { rows } = await pool.query({ ...read, values: [id] })
@@ -34,7 +34,7 @@ const command = async (id: string) => {
   void total
   const version = rows.length === 0 ? 0 : Number(rows[rows.length - 1].version)
   const result = await save(exact, id, version)
-  if (!result.rows.some((r) => r.seq === null && r.version !== null)) throw new Conflict()
+  if (result.rows.length === 0) throw new Conflict()
 }
 
 export const rawChronicle: Contender = {

@@ -75,7 +75,13 @@ const metadataOf = (column: string) => `NULLIF(${column}, '{}'::jsonb)`
  *
  * @internal
  */
-export const singleStreamStatement = (s: string, expected: "exact" | "new" | "any", snapshot: boolean, notify: boolean) => {
+export const singleStreamStatement = (
+  s: string,
+  expected: "exact" | "new" | "any",
+  snapshot: boolean,
+  notify: boolean,
+  oneEvent = false
+) => {
   const stream = expected === "exact"
     ? `UPDATE ${s}.streams SET version = version + $2, updated_at = now() WHERE id = $1 AND version = $3::bigint RETURNING version`
     : `INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $4, $2, $5)
@@ -83,12 +89,16 @@ export const singleStreamStatement = (s: string, expected: "exact" | "new" | "an
   ${expected === "new" ? "WHERE st.version = 0 AND $3::bigint = 0" : "WHERE $3::bigint IS NOT NULL"}
   RETURNING st.version`
   const channel = snapshot ? "$12" : "$9"
+  // One event (the common case) takes scalars: no arrays to build, unnest and sort.
+  const events = oneEvent
+    ? `SELECT $1, s.version, $6::text, $4, $7::jsonb, $8::jsonb, $5, clock_timestamp() FROM s`
+    : `SELECT $1, s.version - $2 + e.ord, e.type, $4, e.data::jsonb, e.meta::jsonb, $5, clock_timestamp()
+  FROM s, unnest($6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS e(type, data, meta, ord)
+  ORDER BY e.ord`
   return `WITH s AS (${stream}
 ), ev AS (
   INSERT INTO ${s}.events (stream_id, version, type, stream_type, data, metadata, tenant_id, "timestamp")
-  SELECT $1, s.version - $2 + e.ord, e.type, $4, e.data::jsonb, e.meta::jsonb, $5, clock_timestamp()
-  FROM s, unnest($6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS e(type, data, meta, ord)
-  ORDER BY e.ord
+  ${events}
   RETURNING seq, version, "timestamp"
 )${snapshot ? `, docs AS (
   INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
@@ -96,9 +106,9 @@ export const singleStreamStatement = (s: string, expected: "exact" | "new" | "an
   ON CONFLICT (projection, projection_version, id) DO UPDATE
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
 )` : ""}
-SELECT NULL::bigint AS seq, version, NULL::float8 AS "timestamp" FROM s
+${oneEvent ? "" : `SELECT NULL::bigint AS seq, version, NULL::float8 AS "timestamp" FROM s
 UNION ALL
-SELECT seq, version, ${millis(`"timestamp"`)} FROM ev${notify ? `
+`}SELECT seq, version, ${millis(`"timestamp"`)} AS "timestamp" FROM ev${notify ? `
 UNION ALL
 SELECT NULL, NULL, NULL FROM (SELECT pg_notify(${channel}, 'append')) n WHERE EXISTS (SELECT FROM ev)` : ""}`
 }
@@ -494,11 +504,11 @@ export const make = (options?: Options) =>
       return { write, docs, expectedVersion }
     }
     const singleStatements = new Map<string, { name: string; text: string }>()
-    const singleStatement = (expected: "exact" | "new" | "any", snapshot: boolean, notify: boolean) => {
-      const key = `${expected}_${snapshot ? "snap" : "plain"}${notify ? "_notify" : ""}`
+    const singleStatement = (expected: "exact" | "new" | "any", snapshot: boolean, notify: boolean, oneEvent: boolean) => {
+      const key = `${expected}_${snapshot ? "snap" : "plain"}${oneEvent ? "_one" : ""}${notify ? "_notify" : ""}`
       let statement = singleStatements.get(key)
       if (statement === undefined) {
-        statement = { name: `${channel}_save_${key}`, text: singleStreamStatement(quoted, expected, snapshot, key.endsWith("_notify")) }
+        statement = { name: `${channel}_save_${key}`, text: singleStreamStatement(quoted, expected, snapshot, notify, oneEvent) }
         singleStatements.set(key, statement)
       }
       return statement
@@ -507,26 +517,30 @@ export const make = (options?: Options) =>
       const { docs, expectedVersion, write } = plan
       const kind = expectedVersion < 0 ? "any" : expectedVersion === 0 ? "new" : "exact"
       const notify = notifyTo()
-      const statement = singleStatement(kind, docs.length > 0, notify !== null)
       const events = write.events
-      const types = new Array<string>(events.length)
-      const data = new Array<string>(events.length)
-      const metadata = new Array<string>(events.length)
-      for (let i = 0; i < events.length; i++) {
-        types[i] = events[i].type
-        data[i] = JSON.stringify(events[i].data)
-        metadata[i] = JSON.stringify(events[i].metadata)
-      }
+      // With no event (a version assertion) the stream row tells the outcome; otherwise the events do.
+      const oneEvent = events.length === 1
+      const statement = singleStatement(kind, docs.length > 0, notify !== null, oneEvent)
       const values: Array<unknown> = [
         write.streamId,
         events.length,
         Math.max(0, expectedVersion),
         write.aggregateType,
-        batch.tenantId,
-        types,
-        data,
-        metadata
+        batch.tenantId
       ]
+      if (oneEvent) {
+        values.push(events[0].type, JSON.stringify(events[0].data), JSON.stringify(events[0].metadata))
+      } else {
+        const types = new Array<string>(events.length)
+        const data = new Array<string>(events.length)
+        const metadata = new Array<string>(events.length)
+        for (let i = 0; i < events.length; i++) {
+          types[i] = events[i].type
+          data[i] = JSON.stringify(events[i].data)
+          metadata[i] = JSON.stringify(events[i].metadata)
+        }
+        values.push(types, data, metadata)
+      }
       if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
       if (notify !== null) values.push(notify)
       return Effect.flatMap(
@@ -539,6 +553,7 @@ export const make = (options?: Options) =>
             if (row.seq === null) version = Number(row.version)
             else appended.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
           }
+          if (oneEvent && appended.length === 1) version = appended[0].version
           if (version === undefined) {
             return Effect.map(sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId]]), (actual) => ({
               _tag: "Conflicted",
