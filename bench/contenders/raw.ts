@@ -28,6 +28,7 @@ const insert = {
   text: `INSERT INTO ${schema}.events (stream_id, version, type, data) VALUES ($1, $2, 'Incremented', $3::jsonb)`
 }
 const bump = { name: "raw_bump", text: `UPDATE ${schema}.streams SET version = $2 WHERE id = $1` }
+const bumpExpected = { name: "raw_bump_expected", text: `UPDATE ${schema}.streams SET version = $2 WHERE id = $1 AND version = $3` }
 
 const payload = JSON.stringify({ by: 1 })
 
@@ -93,5 +94,37 @@ INSERT INTO ${schema}.events (stream_id, version, type, data) SELECT $1, v, 'Inc
       client.release()
     }
   },
+  isConflict: (e) => e instanceof Conflict
+}
+
+/**
+ * The same command as one transaction of plain statements (BEGIN, read,
+ * INSERT, UPDATE, COMMIT): the one-transaction-per-command figure the
+ * write-combining target is set against. It shares the raw contender's tables.
+ */
+export const rawTransactional: Contender = {
+  name: "raw SQL, a transaction per command",
+  setup: async () => {},
+  teardown: async () => {},
+  seed: (ids, events) => raw.seed(ids, events),
+  append: (id) => raw.append(id),
+  command: async (id) => {
+    const client = await pool.connect()
+    try {
+      await client.query("BEGIN")
+      const { rows } = await client.query({ ...read, values: [id] })
+      const { version } = fold(rows)
+      await client.query({ ...insert, values: [id, version + 1, payload] })
+      const bumped = await client.query({ ...bumpExpected, values: [id, version + 1, version] })
+      if (bumped.rowCount === 0) throw new Conflict()
+      await client.query("COMMIT")
+    } catch (e) {
+      await client.query("ROLLBACK").catch(() => {})
+      throw e instanceof Error && (e as { code?: string }).code === "23505" ? new Conflict() : e
+    } finally {
+      client.release()
+    }
+  },
+  commandWithRetry: (id) => raw.commandWithRetry(id),
   isConflict: (e) => e instanceof Conflict
 }
