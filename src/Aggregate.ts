@@ -150,11 +150,13 @@ export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
           return problem === undefined ? Either.right({ type: _tag as string, data }) : Either.left(problem)
         }
       }),
-    decode: (type, data) =>
-      Either.mapLeft(
-        decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type }),
-        (error) => ParseResult.TreeFormatter.formatErrorSync(error)
-      ),
+    decode: (type, data) => {
+      const decoded = decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type })
+      // A Right carries no error: reused as it is rather than rebuilt.
+      return Either.isRight(decoded)
+        ? decoded as unknown as Either.Either<E, string>
+        : Either.left(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
+    },
     tags: tags === undefined ? undefined : new Set(tags)
   }
 }
@@ -234,11 +236,14 @@ export const foldFrom = <S, E>(
   from: Option.Option<S>,
   envelopes: Iterable<EventEnvelope<E>>
 ): Option.Option<S> => {
-  let state = from
+  // The state stays unwrapped while folding: one Option at the end, not one per event.
+  let state = Option.isSome(from) ? from.value : aggregate.initial
+  let folded = false
   for (const envelope of envelopes) {
-    state = Option.some(aggregate.evolve(Option.getOrElse(state, () => aggregate.initial), envelope.data, envelope))
+    state = aggregate.evolve(state, envelope.data, envelope)
+    folded = true
   }
-  return state
+  return folded ? Option.some(state) : from
 }
 
 /**

@@ -249,14 +249,14 @@ export const toEnvelope = <E>(stored: Storage.StoredEvent, data: E): EventEnvelo
 export const decodeStored = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   stored: Storage.StoredEvent
-): Either.Either<EventEnvelope<E>, EventDecodeError> =>
-  Either.match(aggregate.codec.decode(stored.type, stored.data), {
-    onLeft: (message) =>
-      Either.left(
-        new EventDecodeError({ streamId: stored.streamId, version: stored.version, eventType: stored.type, message })
-      ),
-    onRight: (event) => Either.right(toEnvelope(stored, event))
-  })
+): Either.Either<EventEnvelope<E>, EventDecodeError> => {
+  const decoded = aggregate.codec.decode(stored.type, stored.data)
+  return Either.isRight(decoded)
+    ? Either.right(toEnvelope(stored, decoded.right))
+    : Either.left(
+      new EventDecodeError({ streamId: stored.streamId, version: stored.version, eventType: stored.type, message: decoded.left })
+    )
+}
 
 const decodeAll = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
