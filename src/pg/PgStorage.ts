@@ -222,17 +222,12 @@ SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at =
     return this.commit.replaceAll("WHERE (SELECT count(*) FROM ok) = $11", "WHERE $11::int > 0")
   },
   lockRows: `SELECT 1 FROM ${s}.streams WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
-  // Locks the stream row, creating a version-0 placeholder for a stream that
-  // does not exist yet, so that a new stream can be locked too. A version-0
-  // row means "no stream" everywhere.
-  lock: `INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $2, 0, $3)
-ON CONFLICT (id) DO UPDATE SET version = st.version
-RETURNING st.version`,
-  // The same, then the lock time-out back to $4 once the row is locked (the
-  // projection of the row runs after the insert that waited for it).
-  // An existing row is locked FOR UPDATE (no new row version, unlike the
-  // upsert, which only a stream that does not exist yet needs).
-  lockRestoring: `WITH existing AS (
+  // Locks the stream row: an existing one FOR UPDATE (no new row version); for
+  // a stream that does not exist yet, an upsert of a version-0 placeholder, so
+  // that a new stream can be locked too (a version-0 row means "no stream"
+  // everywhere). Then the lock time-out goes back to $4 once the row is locked:
+  // the projection of the row runs after the statement that waited for it.
+  lock: `WITH existing AS (
   SELECT version FROM ${s}.streams WHERE id = $1 FOR UPDATE
 ), created AS (
   INSERT INTO ${s}.streams AS st (id, type, version, tenant_id)
@@ -421,8 +416,7 @@ export const make = (options?: Options) =>
       read: `${channel}_read`,
       readAll: `${channel}_read_all`,
       snapshot: `${channel}_snapshot`,
-      lock: `${channel}_lock`,
-      lockRestoring: `${channel}_lock_restoring`
+      lock: `${channel}_lock`
     }
 
     // pg_notify makes commits queue on a cluster-wide lock, so appends notify
@@ -863,7 +857,7 @@ export const make = (options?: Options) =>
             undefined
           ) as unknown as Effect.Effect<ReadonlyArray<ReadonlyArray<{ previous: string }>>, SqlError>
           const previous = results[1][0].previous
-          return yield* inTx(prepared(names.lockRestoring, q.lockRestoring, [id, type, tenant, previous])).pipe(
+          return yield* inTx(prepared(names.lock, q.lock, [id, type, tenant, previous])).pipe(
             Effect.as(true),
             Effect.catchIf(notHad, () =>
               Effect.suspend(() => {
@@ -880,7 +874,7 @@ export const make = (options?: Options) =>
             `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)`,
             [timeoutOf(timeout)]
           )
-          yield* prepared(names.lockRestoring, q.lockRestoring, [id, type, tenant, previous])
+          yield* prepared(names.lock, q.lock, [id, type, tenant, previous])
         }))).pipe(
           Effect.as(true),
           Effect.catchIf(notHad, () => Effect.succeed(false))
