@@ -27,7 +27,7 @@ const main = async () => {
   const rt = ManagedRuntime.make(EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([])), Layer.provideMerge(client)))
   await rt.runPromise(Effect.void)
   const one = new Incremented({ by: 1 })
-  const ids = Array.from({ length: 1000 }, (_, i) => `s-${i}`)
+  const ids = Array.from({ length: 1024 }, (_, i) => `s-${i}`)
   for (const id of ids) await rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, Array.from({ length: 10 }, () => one)), Session.saveChanges)))
   const op = mode === "append"
     ? (id: string) => rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, [one]), Session.saveChanges)))
@@ -41,7 +41,7 @@ const main = async () => {
   const t = performance.now()
   await Promise.all(Array.from({ length: W }, async (_, w) => {
     for (let i = w; i < N; i += W) {
-      await op(ids[i % 1000])
+      await op(ids[i % 1024])
       n++
     }
   }))

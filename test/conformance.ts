@@ -51,6 +51,16 @@ class WithDate extends Schema.TaggedClass<WithDate>()("WithDate", { at: Schema.D
 class WithNumber extends Schema.TaggedClass<WithNumber>()("WithNumber", { n: Schema.Number }) {}
 const Odd = Aggregate.make({ name: "Odd", events: Schema.Union(WithDate, WithNumber), initial: 0, evolve: (n) => n + 1 })
 
+// Text that breaks naive JSON or SQL building: quotes, backslashes, control characters, non-ASCII.
+const hostile = `quote " backslash \\ newline \n tab \t nul-free ✓ 𝄞 '; DROP TABLE events; --`
+class Noted extends Schema.TaggedClass<Noted>()(`Noted "${hostile}"`, { text: Schema.String, n: Schema.Number }) {}
+const Notes = Aggregate.make({
+  name: "Notes",
+  events: Noted,
+  initial: [] as ReadonlyArray<string>,
+  evolve: (state, event) => [...state, event.text]
+})
+
 const storeFor = (store: StoreUnderTest, lifecycle: Projection.Lifecycle) => {
   const base = store.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Order, lifecycle), Projection.snapshot(Counter, lifecycle)])
   // Async runs with a daemon writing snapshots meanwhile, so fetches meet snapshots at any point of a stream.
@@ -579,6 +589,28 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.instanceOf(events[0].timestamp, Date)
           const tail = yield* Session.run(Session.readStream(id, { fromVersion: 2 }))
           assert.deepStrictEqual(tail.map((e) => e.version), [2])
+        }))
+
+      it.effect("event types, payloads, metadata and tenants with JSON- and SQL-hostile text read back exactly", () =>
+        Effect.gen(function*() {
+          const id = newId(`notes ${hostile}`)
+          const events = [new Noted({ text: hostile, n: 1.5e300 }), new Noted({ text: "", n: -0.000001 })]
+          yield* EventStore.withTenant(
+            EventStore.withMetadata(Session.run(Effect.zipRight(Session.append(Notes, id, events), Session.saveChanges)), {
+              correlationId: hostile,
+              headers: { [hostile]: hostile }
+            }),
+            hostile
+          )
+          const read = yield* Session.run(Session.readStream(id))
+          assert.deepStrictEqual(read.map((e) => [e.version, e.type, e.data, e.tenantId, e.correlationId, e.headers]), [
+            [1, Noted._tag, { text: hostile, n: 1.5e300 }, hostile, hostile, { [hostile]: hostile }],
+            [2, Noted._tag, { text: "", n: -0.000001 }, hostile, hostile, { [hostile]: hostile }]
+          ])
+          const bounded = yield* Session.run(Session.readStream(id, { fromVersion: 2, toVersion: 2 }))
+          assert.deepStrictEqual(bounded.map((e) => [e.version, e.data]), [[2, { text: "", n: -0.000001 }]])
+          const state = yield* EventStore.withTenant(Session.run(Session.aggregateStream(Notes, id)), hostile)
+          assert.deepStrictEqual(state, Option.some([hostile, ""]))
         }))
 
       it.effect("events are written with the tenant in effect", () =>

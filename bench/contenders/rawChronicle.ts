@@ -29,10 +29,12 @@ const save = (statement: { name: string; text: string }, id: string, expected: n
 
 const command = async (id: string) => {
   const { rows } = await pool.query({ ...read, values: [id] })
+  // One JSON text of [seq, version, type, data, metadata, timestamp, tenant] per event.
+  const events: Array<[number, number, string, { by: number }]> = rows[0].events === null ? [] : JSON.parse(rows[0].events)
   let total = 0
-  for (const row of rows) total += (row.data as { by: number }).by
+  for (const event of events) total += event[3].by
   void total
-  const version = rows.length === 0 ? 0 : Number(rows[rows.length - 1].version)
+  const version = events.length === 0 ? 0 : events[events.length - 1][1]
   const result = await save(exact, id, version)
   if (result.rows.length === 0) throw new Conflict()
 }
