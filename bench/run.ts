@@ -234,7 +234,7 @@ const main = async () => {
   const live = chronicle("Live")
   const inline = chronicle("Inline")
   const asyncSnap = chronicle("Async")
-  const uncombined = chronicle("Live", "effect-chronicle (write-combining off)", { writeCombining: false })
+  const uncombined = chronicle("Live", "effect-chronicle (read- and write-combining off)", { combining: false })
   const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, rawChronicle, live, inline, asyncSnap, uncombined]
   const optional = process.env.BENCH_EMMETT === "0"
     ? undefined
@@ -356,13 +356,13 @@ const main = async () => {
     `- faster than Emmett in every scenario where both run: **${slower.length === 0 ? "met" : `missed in ${slower.map((r) => `${r.scenario} (${r.writers})`).join(", ")}`}**`,
     "- Inline/Async fetch of a 1,000-event stream reads the snapshot and no event (a handful of tail events for Async), so its cost does not grow with the stream: compare the Live row of the same scenario.",
     verdict(
-      "many writers, write-combining vs one transaction per command (raw SQL: BEGIN, read, INSERT, UPDATE, COMMIT)",
+      "many writers, read- and write-combining vs one transaction per command (raw SQL: BEGIN, read, INSERT, UPDATE, COMMIT)",
       (find("many writers (distinct streams)", 64, live.name)?.opsPerSecond ?? Number.NaN) /
         (find("many writers (distinct streams)", 64, rawTransactional.name)?.opsPerSecond ?? Number.NaN),
       3,
       "×"
     ),
-    `- many writers, write-combining on vs off (each save its own single statement): ${
+    `- many writers, read- and write-combining on vs off (each read and each save its own statement): ${
       fmt(
         (find("many writers (distinct streams)", 64, live.name)?.opsPerSecond ?? Number.NaN) /
           (find("many writers (distinct streams)", 64, uncombined.name)?.opsPerSecond ?? Number.NaN),

@@ -31,6 +31,11 @@ export interface Options {
    * stream still checked on its own (default true).
    */
   readonly writeCombining?: boolean | undefined
+  /**
+   * Whether concurrent fetches outside a transaction may read their streams
+   * in one statement when more than a few are in flight (default true).
+   */
+  readonly readCombining?: boolean | undefined
 }
 
 /**
@@ -42,7 +47,9 @@ export const make = (options?: Options) =>
   Effect.gen(function*() {
     const schema = options?.schema ?? "chronicle"
     yield* PgStorage.migrate(schema)
-    const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval, writeCombining: options?.writeCombining })
+    const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval, writeCombining: options?.writeCombining,
+      readCombining: options?.readCombining
+    })
     const projections = yield* Projections
     return EventStore.of({
       storage,

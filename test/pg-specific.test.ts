@@ -7,10 +7,12 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import { EventStorePg, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
+import * as PgStorage from "../src/pg/PgStorage.js"
 import { maxSavesInFlight, poolConnectionOf } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
@@ -200,6 +202,94 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       }))
       for (const id of others) assert.strictEqual(yield* versionOf(id), 1)
       assert.strictEqual(yield* versionOf(dropped), 0)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  const combinedReads = (schema: string) =>
+    Metric.value(Metric.tagged(PgStorage.combinedReadStatements, "schema", schema)).pipe(Effect.map((state) => state.count))
+
+  it.live("read-combining: concurrent fetches beyond the in-flight limit share statements, each seeing its own stream and its own writes", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const ids = Array.from({ length: 24 }, () => newId("rc"))
+      // Stream i holds i events (the first has none: an unknown stream).
+      yield* Effect.forEach(ids, (id, i) =>
+        i === 0 ? Effect.void : Session.run(Effect.zipRight(
+          Session.append(Order, id, [created("a"), ...Array.from({ length: i - 1 }, () => new ItemReady({ name: "a" }))]),
+          Session.saveChanges
+        )), { concurrency: 8, discard: true })
+      const before = yield* combinedReads(schema)
+      // 72 fetches at once, every stream three times; a third also save and fetch again.
+      const results = yield* Effect.forEach([...ids, ...ids, ...ids], (id, n) =>
+        Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForWriting(Order, id)
+          const seen = stream.version
+          if (n >= 48 && seen > 0) {
+            yield* stream.appendOne(new ItemReady({ name: "a" }))
+            yield* Session.saveChanges
+            const again = yield* Session.run(Session.readStream(id))
+            return [seen, again.length] as const
+          }
+          return [seen, -1] as const
+        })), { concurrency: "unbounded" })
+      for (const [n, [seen, after]] of results.entries()) {
+        const i = n % 24
+        if (n < 48) assert.strictEqual(seen, i, `fetch ${n} of stream ${i}`)
+        else if (i > 0) assert.strictEqual(after, seen + 1, `fetch ${n} reads its own write`)
+      }
+      assert.isAbove((yield* combinedReads(schema)) - before, 0)
+      for (const [i, id] of ids.entries()) assert.strictEqual(yield* versionOf(id), i === 0 ? 0 : i + 1)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  it.live("read-combining: interrupted waiting fetches leave the others' reads whole and give back every slot", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const ids = Array.from({ length: 8 }, () => newId("rc"))
+      yield* Effect.forEach(ids, (id) => Session.run(Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges)), {
+        discard: true
+      })
+      // More rounds than there are slots: one leaked per round would stall them all.
+      for (let round = 0; round < 12; round++) {
+        const fibers = yield* Effect.forEach(Array.from({ length: 64 }, (_, n) => ids[n % 8]), (id) =>
+          Effect.fork(Session.run(Effect.map(Session.fetchForWriting(Order, id), (stream) => stream.version))))
+        // Interrupt every other one, queued or running.
+        yield* Effect.forEach(fibers.filter((_, n) => n % 2 === 1), Fiber.interrupt, { discard: true })
+        const versions = yield* Effect.forEach(fibers.filter((_, n) => n % 2 === 0), Fiber.join).pipe(
+          Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => `round ${round} stalled` })
+        )
+        assert.deepStrictEqual(versions, versions.map(() => 1))
+      }
+      // With a leaked slot, lone reads would queue and be counted as combined statements.
+      const before = yield* combinedReads(schema)
+      for (const id of ids) assert.strictEqual(yield* versionOf(id), 1)
+      assert.strictEqual(yield* combinedReads(schema), before)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  it.live("read-combining off: concurrent fetches each run their own statement", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const ids = Array.from({ length: 40 }, () => newId("rc"))
+      const versions = yield* Effect.forEach(ids, (id) =>
+        Session.run(Effect.map(Session.fetchForWriting(Order, id), (stream) => stream.version)), { concurrency: "unbounded" })
+      assert.deepStrictEqual(versions, ids.map(() => 0))
+      assert.strictEqual(yield* combinedReads(schema), 0)
+    }).pipe(Effect.provide(Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
+      EventStorePg.layer({ schema, readCombining: false }).pipe(Layer.provideMerge(Projections.layer([])))
+    )).pipe(Layer.provideMerge(scratchSchema()), Layer.provideMerge(pgClient())))))
+
+  it.live("read-combining: when the shared statement fails, every waiting fetch fails with an EventStoreError naming its stream", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const schema = yield* ScratchSchema
+      yield* sql.unsafe(`DROP TABLE "${schema}".events CASCADE`)
+      const ids = Array.from({ length: 40 }, () => newId("rc"))
+      const errors = yield* Effect.forEach(ids, (id) => Effect.flip(Session.run(Session.fetchForWriting(Order, id))), {
+        concurrency: "unbounded"
+      })
+      assert.isAbove(yield* combinedReads(schema), 0)
+      for (const [i, error] of errors.entries()) {
+        assert.strictEqual(error._tag, "EventStoreError")
+        assert.include(error.message, ids[i])
+      }
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
 
   it.live("repeated exclusive fetch-and-save cycles in one session give their connection back at each save (pool of 2)", () =>

@@ -15,6 +15,8 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
@@ -37,6 +39,8 @@ export interface Options {
   readonly claimInterval?: Duration.DurationInput | undefined
   /** Whether concurrent single-stream saves may share one statement (default true). */
   readonly writeCombining?: boolean | undefined
+  /** Whether concurrent whole-stream reads outside a transaction may share one statement (default true). */
+  readonly readCombining?: boolean | undefined
 }
 
 /**
@@ -128,6 +132,11 @@ WHERE stream_id = $1 AND version >= $2 AND version <= $3
   readAll: `SELECT ${eventsJson} AS events
 FROM ${s}.events
 WHERE stream_id = $1`,
+  // Read-combining: several whole streams in one statement, one row per stream that has events.
+  readMany: `SELECT stream_id, ${eventsJson} AS events
+FROM ${s}.events
+WHERE stream_id = ANY($1::text[])
+GROUP BY stream_id`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
   // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
   // $12..$16 documents to upsert (projection, version, id, data, stream version), $17 notify channel.
@@ -281,6 +290,27 @@ export const migrate = (schema: string) =>
  * @since 0.1.0
  */
 export const maxSavesInFlight = 8
+
+/**
+ * How many whole-stream reads of one store run as statements of their own at
+ * once before further concurrent reads are combined into one statement.
+ *
+ * @since 0.1.0
+ */
+export const maxReadsInFlight = 8
+
+/** The most streams one combined read asks for. */
+const maxStreamsPerRead = 64
+
+/**
+ * Counts the statements that read several sessions' streams at once
+ * (read-combining), tagged with the store's schema.
+ *
+ * @since 0.1.0
+ */
+export const combinedReadStatements = Metric.counter("effect_chronicle_combined_read_statements", {
+  description: "Statements that read several concurrent fetches' streams at once"
+})
 
 /**
  * The channel a commit notifies (at commit time) for projection daemons to wake up.
@@ -468,6 +498,7 @@ export const make = (options?: Options) =>
       commitEach: `${channel}_commit_each`,
       read: `${channel}_read`,
       readAll: `${channel}_read_all`,
+      readMany: `${channel}_read_many`,
       snapshot: `${channel}_snapshot`,
       lock: `${channel}_lock`
     }
@@ -523,6 +554,9 @@ export const make = (options?: Options) =>
         Effect.mapError(wrap(`Reading the snapshot of stream "${id}" failed`))
       )
 
+    const runtime = yield* Effect.runtime<never>()
+    const readStatements = Metric.tagged(combinedReadStatements, "schema", schema)
+
     const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
       refs.length === 0 ? Effect.succeed([]) : sql.unsafe<DocumentRow>(q.documents, refArrays(refs)).pipe(
         Effect.map((rows) => rows.map(toDocument)),
@@ -530,13 +564,101 @@ export const make = (options?: Options) =>
       )
 
     const readStream = (id: string, options?: Storage.ReadOptions) =>
-      (options === undefined || (options.fromVersion === undefined && options.toVersion === undefined && options.toTimestamp === undefined)
-        ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id])
-        : prepared<EventsJsonRow>(names.read, q.read, [id, options.fromVersion ?? 1, options.toVersion ?? Number.MAX_SAFE_INTEGER, options.toTimestamp ?? farFuture])
-      ).pipe(
+      options === undefined || (options.fromVersion === undefined && options.toVersion === undefined && options.toTimestamp === undefined)
+        ? readWhole(id)
+        : prepared<EventsJsonRow>(names.read, q.read, [id, options.fromVersion ?? 1, options.toVersion ?? Number.MAX_SAFE_INTEGER, options.toTimestamp ?? farFuture]).pipe(
+          Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
+          Effect.mapError(wrap(`Reading stream "${id}" failed`))
+        )
+    const readAlone = (id: string) =>
+      prepared<EventsJsonRow>(names.readAll, q.readAll, [id]).pipe(
         Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
         Effect.mapError(wrap(`Reading stream "${id}" failed`))
       )
+
+    // Read-combining, as write-combining below: while fewer than
+    // `maxReadsInFlight` reads of this store are running, a whole-stream read
+    // goes alone, at once; reads beyond that wait for the current turn of the
+    // event loop to end and then go together, one statement for all their
+    // streams (one round trip, one snapshot; each stream's events are its own
+    // and complete as of that statement, which starts after every waiter asked).
+    interface ReadWaiter {
+      readonly id: string
+      readonly resume: (effect: Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError>) => void
+      gone: boolean
+    }
+    const readQueue: Array<ReadWaiter> = []
+    let readsInFlight = 0
+    let readFlushScheduled = false
+    const readCombining = options?.readCombining !== false
+    const releaseRead = Effect.sync(() => {
+      readsInFlight--
+      scheduleReadFlush()
+    })
+    const scheduleReadFlush = () => {
+      if (readFlushScheduled || readQueue.length === 0) return
+      readFlushScheduled = true
+      setImmediate(() => {
+        readFlushScheduled = false
+        flushReads()
+      })
+    }
+    const flushReads = () => {
+      while (readsInFlight < maxReadsInFlight && readQueue.length > 0) {
+        const taken = readQueue.splice(0, maxStreamsPerRead)
+        const waiters = new Map<string, Array<ReadWaiter>>()
+        for (const waiter of taken) {
+          const same = waiters.get(waiter.id)
+          if (same === undefined) waiters.set(waiter.id, [waiter])
+          else same.push(waiter)
+        }
+        readsInFlight++
+        readStatements.unsafeUpdate(1, [])
+        // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
+        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly stream_id: string }>(names.readMany, q.readMany, [[...waiters.keys()]]), {
+          onExit: (exit) => {
+            readsInFlight--
+            const found = new Map<string, string | null>()
+            if (exit._tag === "Success") for (const row of exit.value) found.set(row.stream_id, row.events)
+            for (const [id, same] of waiters) {
+              for (const waiter of same) {
+                if (waiter.gone) continue
+                // Each waiter parses its own copy: no two sessions share event objects.
+                waiter.resume(
+                  exit._tag === "Success"
+                    ? Effect.sync(() => fromEventsJson(id, found.get(id) ?? null))
+                    : Effect.mapError(Exit.failCause(exit.cause), wrap(`Reading stream "${id}" failed`))
+                )
+              }
+            }
+            scheduleReadFlush()
+          }
+        })
+      }
+    }
+    const readQueued = (id: string) =>
+      Effect.async<ReadonlyArray<Storage.StoredEvent>, EventStoreError>((resume) => {
+        const waiter: ReadWaiter = { id, resume, gone: false }
+        readQueue.push(waiter)
+        scheduleReadFlush()
+        return Effect.sync(() => {
+          waiter.gone = true
+          const i = readQueue.indexOf(waiter)
+          if (i >= 0) readQueue.splice(i, 1)
+        })
+      })
+    const readWhole = (id: string): Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError> =>
+      !readCombining ? readAlone(id) : Effect.withFiberRuntime((fiber) => {
+        // Inside a transaction the read must use its connection (and see its writes).
+        if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") return readAlone(id)
+        if (readsInFlight < maxReadsInFlight && readQueue.length === 0) {
+          return Effect.uninterruptibleMask((restore) => {
+            readsInFlight++
+            return Effect.ensuring(restore(readAlone(id)), releaseRead)
+          })
+        }
+        return readQueued(id)
+      })
 
     // One stream whose documents (if any) are its own Inline snapshot at the new version.
     const singleStream = (batch: Storage.CommitBatch) => {
@@ -775,7 +897,6 @@ export const make = (options?: Options) =>
         flush()
       })
     }
-    const runtime = yield* Effect.runtime<never>()
     const combineLimit = options?.writeCombining === false ? 1 : 128
     const release = Effect.sync(() => {
       inFlight--
