@@ -9,7 +9,7 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import { EventStorePg, Projections, Session } from "effect-chronicle"
+import { EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
@@ -291,6 +291,38 @@ it.live("write-combining: a save interrupted while it waits to be combined write
         assert.include(error.message, ids[i])
       }
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  it.live("schema names of 63 characters: statement and channel names fit PostgreSQL, and two schemas alike but for their end share a pool apart", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const base = `chronicle_long_${Math.random().toString(36).slice(2, 10)}_`
+      const [a, b] = ["a", "b"].map((end) => base + "x".repeat(62 - base.length) + end)
+      yield* Effect.addFinalizer(() => Effect.ignore(sql.unsafe(`DROP SCHEMA IF EXISTS "${a}" CASCADE; DROP SCHEMA IF EXISTS "${b}" CASCADE`)))
+      const storeOf = (schema: string) =>
+        Layer.build(EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([Projection.snapshot(Order, "Async")]))))
+      const inA = yield* storeOf(a)
+      const inB = yield* storeOf(b)
+      const id = newId("order")
+      yield* Effect.provide(Session.run(Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges)), inA)
+      yield* Effect.provide(Session.run(Effect.zipRight(Session.append(Order, id, [created("b", "c"), new ItemReady({ name: "b" })]), Session.saveChanges)), inB)
+      const fetched = (ctx: typeof inA) =>
+        Effect.provide(Session.run(Effect.map(Session.fetchForWriting(Order, id), (stream) => [stream.version, stream.aggregate] as const)), ctx)
+      const [versionA] = yield* fetched(inA)
+      const [versionB] = yield* fetched(inB)
+      assert.deepStrictEqual([versionA, versionB], [1, 2])
+      // A projection daemon listens on a's channel; it polls once a minute, so only the notification can wake it.
+      yield* Effect.gen(function*() {
+        yield* Effect.sleep("1500 millis") // the store notices the listener within a second
+        yield* Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForWriting(Order, id)
+          yield* stream.appendOne(new ItemReady({ name: "a" }))
+          yield* Session.saveChanges
+        }))
+        yield* ProjectionDaemon.waitForNonStale({ timeout: "5 seconds" })
+      }).pipe(Effect.provide(ProjectionDaemon.layer({ pollInterval: "60 seconds" }).pipe(Layer.provideMerge(Layer.succeedContext(inA)))))
+      assert.strictEqual(yield* Effect.provide(versionOf(id), inA), 2)
+      assert.strictEqual(yield* Effect.provide(versionOf(id), inB), 2)
+    }).pipe(Effect.scoped, Effect.provide(pgClient({ maxConnections: 2 }))))
 
   it.live("repeated exclusive fetch-and-save cycles in one session give their connection back at each save (pool of 2)", () =>
     Effect.gen(function*() {

@@ -317,7 +317,37 @@ export const combinedReadStatements = Metric.counter("effect_chronicle_combined_
  *
  * @since 0.1.0
  */
-export const notifyChannel = (schema: string) => `chronicle_${schema}`
+export const notifyChannel = (schema: string) => {
+  const channel = `chronicle_${schema}`
+  // PostgreSQL refuses channel names of 64 bytes or more.
+  return channel.length <= maxIdentifier ? channel : `chronicle_${shortHash(schema)}`
+}
+
+// Identifiers (statement and channel names) longer than this are cut by PostgreSQL.
+const maxIdentifier = 63
+
+// A stable 53-bit hash (cyrb53) in base 36: short names that stay distinct per schema.
+const shortHash = (text: string) => {
+  let h1 = 0xdeadbeef
+  let h2 = 0x41c6ce57
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    h1 = Math.imul(h1 ^ c, 2654435761)
+    h2 = Math.imul(h2 ^ c, 1597334677)
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909)
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909)
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36)
+}
+
+/**
+ * The name a store's prepared statement goes by on a connection: short enough
+ * for PostgreSQL (which would cut a long schema's names to the same 63 bytes)
+ * and distinct per schema, since stores of several schemas share connections.
+ *
+ * @since 0.1.0
+ */
+export const statementName = (schema: string, statement: string) => `ec_${shortHash(schema)}_${statement}`
 
 interface EventRow {
   readonly seq: string
@@ -494,13 +524,13 @@ export const make = (options?: Options) =>
         }))
       })
     const names = {
-      commit: `${channel}_commit`,
-      commitEach: `${channel}_commit_each`,
-      read: `${channel}_read`,
-      readAll: `${channel}_read_all`,
-      readMany: `${channel}_read_many`,
-      snapshot: `${channel}_snapshot`,
-      lock: `${channel}_lock`
+      commit: statementName(schema, "commit"),
+      commitEach: statementName(schema, "commit_each"),
+      read: statementName(schema, "read"),
+      readAll: statementName(schema, "read_all"),
+      readMany: statementName(schema, "read_many"),
+      snapshot: statementName(schema, "snapshot"),
+      lock: statementName(schema, "lock")
     }
 
     // pg_notify makes commits queue on a cluster-wide lock, so appends notify
@@ -677,7 +707,7 @@ export const make = (options?: Options) =>
       const key = `${expected}_${snapshot ? "snap" : "plain"}${oneEvent ? "_one" : ""}${notify ? "_notify" : ""}`
       let statement = singleStatements.get(key)
       if (statement === undefined) {
-        statement = { name: `${channel}_save_${key}`, text: singleStreamStatement(quoted, expected, snapshot, notify, oneEvent) }
+        statement = { name: statementName(schema, `save_${key}`), text: singleStreamStatement(quoted, expected, snapshot, notify, oneEvent) }
         singleStatements.set(key, statement)
       }
       return statement
