@@ -127,8 +127,9 @@ const runScenario = async (scenario: Scenario) => {
       await scenario.prepare?.(c, ids)
       prepared.push({ c, ids, op })
     }
+    // Each worker cycles through streams of its own: distinct-stream scenarios never conflict.
     const pick = (ids: ReadonlyArray<string>, worker: number, i: number) =>
-      scenario.shared ? ids[0] : ids[(worker + i * writers) % ids.length]
+      scenario.shared ? ids[0] : ids[worker + writers * (i % Math.floor(ids.length / writers))]
     for (const { ids, op } of prepared) await measure(writers, warmup, (w, i) => op(pick(ids, w, i)))
     const results = new Map<string, Array<Measure>>()
     for (let round = 0; round < rounds; round++) {
