@@ -7,6 +7,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as StateCache from "./internal/stateCache.js"
 import { EventStore } from "./internal/store.js"
 import * as MemoryStorage from "./memory/MemoryStorage.js"
 import { Projections } from "./Projections.js"
@@ -19,6 +20,14 @@ import { Projections } from "./Projections.js"
 export interface Options {
   /** Lock time-out of exclusive fetches that do not set one (default 5 seconds). */
   readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
+   * How many Live aggregate states (of aggregates with a `state` Schema) the
+   * store keeps between sessions (default 0: none). A fetch of a kept stream
+   * reads only the events after the kept version. States are kept from reads
+   * outside a caller's transaction only, and a stream is forgotten on a
+   * conflict or a decoding failure.
+   */
+  readonly liveStateCache?: number | undefined
 }
 
 /**
@@ -33,7 +42,10 @@ export const make = (options?: Options) =>
     return EventStore.of({
       storage,
       projections,
-      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds")
+      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds"),
+      liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
+        ? StateCache.make(options.liveStateCache)
+        : undefined
     })
   })
 

@@ -10,6 +10,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { EventStoreError } from "./Errors.js"
+import * as StateCache from "./internal/stateCache.js"
 import { EventStore } from "./internal/store.js"
 import * as PgStorage from "./pg/PgStorage.js"
 import { Projections } from "./Projections.js"
@@ -24,6 +25,14 @@ export interface Options {
   readonly schema?: string | undefined
   /** Lock time-out of exclusive fetches that do not set one (default 5 seconds). */
   readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
+   * How many Live aggregate states (of aggregates with a `state` Schema) the
+   * store keeps between sessions (default 0: none). A fetch of a kept stream
+   * reads only the events after the kept version. States are kept from reads
+   * outside a caller's transaction only, and a stream is forgotten on a
+   * conflict or a decoding failure.
+   */
+  readonly liveStateCache?: number | undefined
   /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */
   readonly claimInterval?: Duration.DurationInput | undefined
   /**
@@ -54,7 +63,10 @@ export const make = (options?: Options) =>
     return EventStore.of({
       storage,
       projections,
-      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds")
+      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds"),
+      liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
+        ? StateCache.make(options.liveStateCache)
+        : undefined
     })
   })
 

@@ -28,6 +28,7 @@ import {
   StreamLockedError
 } from "./Errors.js"
 import type { EventEnvelope, EventMetadata } from "./EventEnvelope.js"
+import type * as StateCache from "./internal/stateCache.js"
 import { currentMetadata, currentTenant, EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
 import type * as Storage from "./Storage.js"
@@ -344,6 +345,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   })
 
   const ops = (): Storage.Operations => transaction?.transaction ?? storage
+  const liveStates = store.liveStates
 
   interface Loaded<S> {
     readonly version: number
@@ -371,6 +373,45 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
     Effect.flatMap(ops().readStream(id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
 
+  // Live aggregates of a store that keeps states: the kept state plus the
+  // events after it. A state is kept only from what was read outside a
+  // caller's transaction (which could still roll back what it sees).
+  const loadKept = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E, any, any>,
+    id: string,
+    codec: Aggregate.StateCodec<S>,
+    cache: StateCache.StateCache
+  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
+    const keep = (loaded: Loaded<S>): Effect.Effect<Loaded<S>> => {
+      if (Option.isNone(loaded.state)) return Effect.succeed(loaded)
+      const value = loaded.state.value
+      return Effect.map(storage.joined, (joined) => {
+        if (!joined) {
+          const data = codec.encode(value)
+          if (Either.isRight(data)) cache.set(id, { aggregate, version: loaded.version, data: data.right })
+        }
+        return loaded
+      })
+    }
+    const loadAll = () => Effect.flatMap(load(aggregate, id), keep)
+    const kept = cache.get(id, aggregate)
+    if (kept === undefined) return loadAll()
+    const state = codec.decode(kept.data)
+    if (Either.isLeft(state)) {
+      cache.delete(id)
+      return loadAll()
+    }
+    return Effect.flatMap(ops().readStream(id, { fromVersion: kept.version + 1 }), (rows): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
+      if (rows.length === 0) return Effect.succeed({ version: kept.version, state: Option.some(state.right) })
+      // A tail that does not follow the kept version means the stream is not what was kept.
+      if (rows[0].version !== kept.version + 1) {
+        cache.delete(id)
+        return loadAll()
+      }
+      return Effect.flatMap(foldRows(aggregate, Option.some(state.right), kept.version, rows), keep)
+    }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(id))))
+  }
+
   // Inline and Async aggregates: the stored snapshot plus the events after it,
   // in one round trip. An Inline snapshot is current, so no event is read.
   const loadLatest = <S, E>(
@@ -379,7 +420,8 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
     const versions = registry.storedSnapshotVersionsOf(aggregate)
     const codec = Aggregate.stateCodec(aggregate)
-    if (versions.length === 0 || codec === undefined) return load(aggregate, id)
+    if (codec === undefined) return load(aggregate, id)
+    if (versions.length === 0) return liveStates === undefined ? load(aggregate, id) : loadKept(aggregate, id, codec, liveStates)
     return Effect.flatMap(ops().loadSnapshot(id, aggregate.name, versions), ({ snapshot, tail }) => {
       if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail)
       const decoded = codec.decode(snapshot.data)
@@ -561,14 +603,19 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   const conflictError = (
     saving: ReadonlyMap<string, Pending>,
     conflict: Storage.Conflict
-  ): ConcurrencyError | StreamExistsError =>
-    saving.get(conflict.streamId)?.mode === "start"
+  ): ConcurrencyError | StreamExistsError => {
+    // A stream behind what was expected of it (a database restored behind the
+    // process) is not what was kept of it: read it whole next time. A stream
+    // ahead is ordinary contention, which the next fetch's tail read covers.
+    if (conflict.actual < conflict.expected) liveStates?.delete(conflict.streamId)
+    return saving.get(conflict.streamId)?.mode === "start"
       ? new StreamExistsError({ streamId: conflict.streamId })
       : new ConcurrencyError({
         streamId: conflict.streamId,
         expectedVersion: conflict.expected,
         actualVersion: conflict.actual
       })
+  }
 
   const envelopesOf = (entry: Pending, committed: Storage.CommittedStream, tenantId: string) =>
     committed.events.map((position, i): EventEnvelope<unknown> => {

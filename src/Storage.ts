@@ -252,6 +252,11 @@ export interface Transaction extends Operations {
 export interface Storage extends Operations {
   /** Opens a transaction that lives until `commit` or the end of the scope. */
   readonly begin: Effect.Effect<Transaction, EventStoreError, Scope.Scope>
+  /**
+   * Whether statements run now would join a caller's transaction, whose
+   * writes may yet roll back (so what they read must not outlive it).
+   */
+  readonly joined: Effect.Effect<boolean>
   /** What the projection daemon needs. */
   readonly projections: ProjectionStorage
 }

@@ -70,7 +70,7 @@ const storeFor = (store: StoreUnderTest, lifecycle: Projection.Lifecycle) => {
 }
 
 export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecycle = "Live") =>
-  layer(storeFor(store, lifecycle), { excludeTestServices: true })(`conformance: ${store.name}, ${lifecycle}`, (it) => {
+  layer(storeFor(store, lifecycle), { excludeTestServices: true })(`conformance: ${store.name}, ${lifecycle}${store.variant === undefined ? "" : `, ${store.variant}`}`, (it) => {
     describe("fetchForWriting", () => {
       it.effect("a new stream has no aggregate and version 0; appending 6 events makes version 6", () =>
         Effect.gen(function*() {

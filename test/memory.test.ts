@@ -1,6 +1,8 @@
 import { conformance } from "./conformance.js"
-import { memoryStore } from "./support.js"
+import { memoryStore, memoryStoreWith } from "./support.js"
 
 for (const lifecycle of ["Live", "Inline", "Async"] as const) {
   conformance(memoryStore, lifecycle)
 }
+// Every Live behaviour holds as well with states kept between sessions (a small cache, so that it also evicts).
+conformance(memoryStoreWith({ liveStateCache: 8 }), "Live")

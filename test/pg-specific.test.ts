@@ -236,6 +236,18 @@ it.live("write-combining: a save interrupted while it waits to be combined write
         if (n < 48) assert.strictEqual(seen, i, `fetch ${n} of stream ${i}`)
         else if (i > 0) assert.strictEqual(after, seen + 1, `fetch ${n} reads its own write`)
       }
+      // Reads from a version on combine as well. Stream i (i > 0) now holds i + 1 events.
+      const fromOf = (i: number) => Math.max(1, i - 1)
+      const beforeTails = yield* combinedReads(schema)
+      const tails = yield* Effect.forEach([...ids, ...ids, ...ids], (id, n) =>
+        Session.run(Session.readStream(id, { fromVersion: fromOf(n % 24) })), { concurrency: "unbounded" })
+      for (const [n, tail] of tails.entries()) {
+        const i = n % 24
+        const expected = i === 0 ? [] : Array.from({ length: i + 2 - fromOf(i) }, (_, k) => fromOf(i) + k)
+        assert.deepStrictEqual(tail.map((e) => e.version), expected, `tail read ${n} of stream ${i}`)
+        for (const event of tail) assert.strictEqual(event.streamId, ids[i])
+      }
+      assert.isAbove((yield* combinedReads(schema)) - beforeTails, 0)
       assert.isAbove((yield* combinedReads(schema)) - before, 0)
       for (const [i, id] of ids.entries()) assert.strictEqual(yield* versionOf(id), i === 0 ? 0 : i + 1)
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
@@ -323,6 +335,65 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       assert.strictEqual(yield* Effect.provide(versionOf(id), inA), 2)
       assert.strictEqual(yield* Effect.provide(versionOf(id), inB), 2)
     }).pipe(Effect.scoped, Effect.provide(pgClient({ maxConnections: 2 }))))
+
+  describe("Live states kept between sessions", () => {
+    const kept = pgStore({ liveStateCache: 100 })
+    const readyOf = (id: string) =>
+      Session.run(Effect.map(Session.fetchForWriting(Order, id), (stream) => [stream.version, stream.aggregate.pipe(Option.map((s) => s.items.map((i) => i.ready)))] as const))
+
+    it.live("a fetch reads only the events after the kept version (an old event the schema now rejects is not read again)", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const schema = yield* ScratchSchema
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a", "b")]), Session.saveChanges))
+        assert.deepStrictEqual(yield* readyOf(id), [1, Option.some([false, false])])
+        yield* sql.unsafe(`UPDATE "${schema}".events SET data = '{"items": 7}' WHERE stream_id = $1 AND version = 1`, [id])
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [new ItemReady({ name: "b" })]), Session.saveChanges))
+        assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([false, true])])
+        // The same store without kept states reads everything, and fails on the rewritten event.
+        const fresh = yield* Effect.flip(Session.run(Session.fetchForWriting(Order, id)).pipe(
+          Effect.provide(EventStorePg.layer({ schema }).pipe(Layer.provide(Projections.layer([]))))
+        ))
+        assert.strictEqual(fresh._tag, "EventDecodeError")
+      }).pipe(Effect.provide(kept.layer([]))))
+
+    it.live("what a fetch reads inside a caller's transaction is not kept: a rollback leaves nothing behind", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a", "b")]), Session.saveChanges))
+        const outcome = yield* Effect.flip(sql.withTransaction(Effect.gen(function*() {
+          yield* Session.run(Effect.zipRight(Session.append(Order, id, [new ItemReady({ name: "a" })]), Session.saveChanges))
+          // Sees the uncommitted event; must not keep it.
+          assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([true, false])])
+          return yield* Effect.fail("caller gave up" as const)
+        })))
+        assert.strictEqual(outcome, "caller gave up")
+        assert.deepStrictEqual(yield* readyOf(id), [1, Option.some([false, false])])
+        assert.strictEqual(yield* versionOf(id), 1)
+      }).pipe(Effect.provide(kept.layer([]))))
+
+    it.live("a kept state ahead of the stream (a database restored behind the process) heals at the first conflict", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const schema = yield* ScratchSchema
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a", "b"), new ItemReady({ name: "a" })]), Session.saveChanges))
+        assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([true, false])])
+        yield* sql.unsafe(`DELETE FROM "${schema}".events WHERE stream_id = $1 AND version = 2`, [id])
+        yield* sql.unsafe(`UPDATE "${schema}".streams SET version = 1 WHERE id = $1`, [id])
+        const write = Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForWriting(Order, id)
+          yield* stream.appendOne(new ItemReady({ name: "b" }))
+          yield* Session.saveChanges
+        }))
+        const conflict = yield* Effect.flip(write)
+        assert.deepInclude(conflict, { _tag: "ConcurrencyError", expectedVersion: 2, actualVersion: 1 })
+        yield* write
+        assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([false, true])])
+      }).pipe(Effect.provide(kept.layer([]))))
+  })
 
   it.live("repeated exclusive fetch-and-save cycles in one session give their connection back at each save (pool of 2)", () =>
     Effect.gen(function*() {

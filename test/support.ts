@@ -31,6 +31,8 @@ export class ScratchSchema extends Effect.Tag("test/ScratchSchema")<ScratchSchem
 
 export interface StoreUnderTest {
   readonly name: "memory" | "postgres"
+  /** What is set differently from the defaults, for test names. */
+  readonly variant?: string | undefined
   readonly layer: (
     projections: ReadonlyArray<Projection.Projection>
   ) => Layer.Layer<any, any, never>
@@ -41,11 +43,21 @@ export const memoryStore: StoreUnderTest = {
   layer: (projections) => EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer(projections)))
 }
 
-export const pgStore = (options?: { readonly maxConnections?: number }): StoreUnderTest => ({
+const variantOf = (options?: { readonly liveStateCache?: number }) =>
+  options?.liveStateCache === undefined ? undefined : `Live states kept (${options.liveStateCache})`
+
+export const memoryStoreWith = (options: { readonly liveStateCache?: number }): StoreUnderTest => ({
+  name: "memory",
+  variant: variantOf(options),
+  layer: (projections) => EventStoreMemory.layerWith(options).pipe(Layer.provideMerge(Projections.layer(projections)))
+})
+
+export const pgStore = (options?: { readonly maxConnections?: number; readonly liveStateCache?: number }): StoreUnderTest => ({
   name: "postgres",
+  variant: variantOf(options),
   layer: (projections) =>
     Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
-      EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer(projections)))
+      EventStorePg.layer({ schema, liveStateCache: options?.liveStateCache }).pipe(Layer.provideMerge(Projections.layer(projections)))
     )).pipe(
       Layer.provideMerge(scratchSchema()),
       Layer.provideMerge(pgClient(options))

@@ -28,9 +28,9 @@ const decide = () => [one]
 export const chronicle = (
   lifecycle: Projection.Lifecycle,
   name = `effect-chronicle${lifecycle === "Live" ? "" : ` (${lifecycle})`}`,
-  options?: { readonly combining?: boolean }
+  options?: { readonly combining?: boolean; readonly liveStateCache?: number }
 ) => {
-  const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.combining === false ? "_nocomb" : ""}_${process.pid}`
+  const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.combining === false ? "_nocomb" : ""}${options?.liveStateCache ? "_kept" : ""}_${process.pid}`
   let runtime: ManagedRuntime.ManagedRuntime<EventStore.EventStore, unknown>
   let client: Layer.Layer<any, any, never>
   const run = <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => runtime.runPromise(effect)
@@ -62,7 +62,12 @@ export const chronicle = (
       }).pipe(Effect.provide(client))
       await Effect.runPromise(setupSchema)
       runtime = ManagedRuntime.make(
-        EventStorePg.layer({ schema, writeCombining: options?.combining, readCombining: options?.combining }).pipe(
+        EventStorePg.layer({
+          schema,
+          writeCombining: options?.combining,
+          readCombining: options?.combining,
+          liveStateCache: options?.liveStateCache
+        }).pipe(
           Layer.provide(Projections.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Counter, lifecycle)])),
           Layer.provide(client)
         )

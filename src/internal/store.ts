@@ -4,12 +4,15 @@ import * as FiberRef from "effect/FiberRef"
 import type { EventMetadata } from "../EventEnvelope.js"
 import type * as Projections from "../Projections.js"
 import type * as Storage from "../Storage.js"
+import type * as StateCache from "./stateCache.js"
 
 /** @internal */
 export interface EventStoreShape {
   readonly storage: Storage.Storage
   readonly projections: Projections.Registry
   readonly defaultLockTimeout: Duration.Duration
+  /** Live aggregate states kept between sessions, when the store was asked to. */
+  readonly liveStates?: StateCache.StateCache | undefined
 }
 
 /** @internal */

@@ -239,5 +239,6 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     })
   }
 
-  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin, projections }
+  // The in-memory store has no transactions a caller could open.
+  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin, joined: Effect.succeed(false), projections }
 })

@@ -132,11 +132,15 @@ WHERE stream_id = $1 AND version >= $2 AND version <= $3
   readAll: `SELECT ${eventsJson} AS events
 FROM ${s}.events
 WHERE stream_id = $1`,
-  // Read-combining: several whole streams in one statement, one row per stream that has events.
-  readMany: `SELECT stream_id, ${eventsJson} AS events
+  readFrom: `SELECT ${eventsJson} AS events
 FROM ${s}.events
-WHERE stream_id = ANY($1::text[])
-GROUP BY stream_id`,
+WHERE stream_id = $1 AND version >= $2`,
+  // Read-combining: several streams, each from a version, in one statement;
+  // one row per request (by its ordinal) that found events.
+  readMany: `SELECT r.ord, ${eventsJson} AS events
+FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS r(id, from_version, ord)
+JOIN ${s}.events ON stream_id = r.id AND version >= r.from_version
+GROUP BY r.ord`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
   // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
   // $12..$16 documents to upsert (projection, version, id, data, stream version), $17 notify channel.
@@ -528,6 +532,7 @@ export const make = (options?: Options) =>
       commitEach: statementName(schema, "commit_each"),
       read: statementName(schema, "read"),
       readAll: statementName(schema, "read_all"),
+      readFrom: statementName(schema, "read_from"),
       readMany: statementName(schema, "read_many"),
       snapshot: statementName(schema, "snapshot"),
       lock: statementName(schema, "lock")
@@ -594,26 +599,28 @@ export const make = (options?: Options) =>
       )
 
     const readStream = (id: string, options?: Storage.ReadOptions) =>
-      options === undefined || (options.fromVersion === undefined && options.toVersion === undefined && options.toTimestamp === undefined)
-        ? readWhole(id)
+      options === undefined || (options.toVersion === undefined && options.toTimestamp === undefined)
+        ? readFrom(id, Math.max(1, options?.fromVersion ?? 1))
         : prepared<EventsJsonRow>(names.read, q.read, [id, options.fromVersion ?? 1, options.toVersion ?? Number.MAX_SAFE_INTEGER, options.toTimestamp ?? farFuture]).pipe(
           Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
           Effect.mapError(wrap(`Reading stream "${id}" failed`))
         )
-    const readAlone = (id: string) =>
-      prepared<EventsJsonRow>(names.readAll, q.readAll, [id]).pipe(
+    const readAlone = (id: string, from: number) =>
+      (from === 1 ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id]) : prepared<EventsJsonRow>(names.readFrom, q.readFrom, [id, from])).pipe(
         Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
         Effect.mapError(wrap(`Reading stream "${id}" failed`))
       )
 
     // Read-combining, as write-combining below: while fewer than
-    // `maxReadsInFlight` reads of this store are running, a whole-stream read
-    // goes alone, at once; reads beyond that wait for the current turn of the
-    // event loop to end and then go together, one statement for all their
-    // streams (one round trip, one snapshot; each stream's events are its own
-    // and complete as of that statement, which starts after every waiter asked).
+    // `maxReadsInFlight` reads of this store are running, a read of a stream
+    // (whole, or from a version on) goes alone, at once; reads beyond that
+    // wait for the current turn of the event loop to end and then go together,
+    // one statement for all (one round trip, one snapshot; each stream's events
+    // are its own and complete as of that statement, which starts after every
+    // waiter asked).
     interface ReadWaiter {
       readonly id: string
+      readonly from: number
       readonly resume: (effect: Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError>) => void
       gone: boolean
     }
@@ -636,39 +643,32 @@ export const make = (options?: Options) =>
     const flushReads = () => {
       while (readsInFlight < maxReadsInFlight && readQueue.length > 0) {
         const taken = readQueue.splice(0, maxStreamsPerRead)
-        const waiters = new Map<string, Array<ReadWaiter>>()
-        for (const waiter of taken) {
-          const same = waiters.get(waiter.id)
-          if (same === undefined) waiters.set(waiter.id, [waiter])
-          else same.push(waiter)
-        }
         readsInFlight++
         readStatements.unsafeUpdate(1, [])
+        const ids = taken.map((w) => w.id)
+        const froms = taken.map((w) => w.from)
         // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
-        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly stream_id: string }>(names.readMany, q.readMany, [[...waiters.keys()]]), {
+        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly ord: string }>(names.readMany, q.readMany, [ids, froms]), {
           onExit: (exit) => {
             readsInFlight--
-            const found = new Map<string, string | null>()
-            if (exit._tag === "Success") for (const row of exit.value) found.set(row.stream_id, row.events)
-            for (const [id, same] of waiters) {
-              for (const waiter of same) {
-                if (waiter.gone) continue
-                // Each waiter parses its own copy: no two sessions share event objects.
-                waiter.resume(
-                  exit._tag === "Success"
-                    ? Effect.sync(() => fromEventsJson(id, found.get(id) ?? null))
-                    : Effect.mapError(Exit.failCause(exit.cause), wrap(`Reading stream "${id}" failed`))
-                )
-              }
-            }
+            const found = new Array<string | null>(taken.length).fill(null)
+            if (exit._tag === "Success") for (const row of exit.value) found[Number(row.ord) - 1] = row.events
+            taken.forEach((waiter, i) => {
+              if (waiter.gone) return
+              waiter.resume(
+                exit._tag === "Success"
+                  ? Effect.sync(() => fromEventsJson(waiter.id, found[i]))
+                  : Effect.mapError(Exit.failCause(exit.cause), wrap(`Reading stream "${waiter.id}" failed`))
+              )
+            })
             scheduleReadFlush()
           }
         })
       }
     }
-    const readQueued = (id: string) =>
+    const readQueued = (id: string, from: number) =>
       Effect.async<ReadonlyArray<Storage.StoredEvent>, EventStoreError>((resume) => {
-        const waiter: ReadWaiter = { id, resume, gone: false }
+        const waiter: ReadWaiter = { id, from, resume, gone: false }
         readQueue.push(waiter)
         scheduleReadFlush()
         return Effect.sync(() => {
@@ -677,17 +677,17 @@ export const make = (options?: Options) =>
           if (i >= 0) readQueue.splice(i, 1)
         })
       })
-    const readWhole = (id: string): Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError> =>
-      !readCombining ? readAlone(id) : Effect.withFiberRuntime((fiber) => {
+    const readFrom = (id: string, from: number): Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError> =>
+      !readCombining ? readAlone(id, from) : Effect.withFiberRuntime((fiber) => {
         // Inside a transaction the read must use its connection (and see its writes).
-        if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") return readAlone(id)
+        if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") return readAlone(id, from)
         if (readsInFlight < maxReadsInFlight && readQueue.length === 0) {
           return Effect.uninterruptibleMask((restore) => {
             readsInFlight++
-            return Effect.ensuring(restore(readAlone(id)), releaseRead)
+            return Effect.ensuring(restore(readAlone(id, from)), releaseRead)
           })
         }
-        return readQueued(id)
+        return readQueued(id, from)
       })
 
     // One stream whose documents (if any) are its own Inline snapshot at the new version.
@@ -1223,5 +1223,6 @@ export const make = (options?: Options) =>
       })
     }
 
-    return { readStream, loadSnapshot, readDocuments, commit, begin, projections } satisfies Storage.Storage
+    const joined = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
+    return { readStream, loadSnapshot, readDocuments, commit, begin, joined, projections } satisfies Storage.Storage
   })
