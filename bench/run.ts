@@ -311,7 +311,7 @@ const main = async () => {
   const daemon = selected("daemon") ? await daemonScenario(url) : undefined
   for (const c of contenders) await c.teardown()
   if (stop) await stop()
-  if (daemon === undefined) {
+  if (daemon === undefined || only !== undefined) {
     console.log("\nBENCH_ONLY: a partial run, bench/results.md not written")
     return
   }

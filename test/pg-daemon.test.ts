@@ -2,7 +2,7 @@
  * The projection daemon on PostgreSQL: gap safety with out-of-order commits,
  * failover between daemons, and wake-up by LISTEN/NOTIFY.
  */
-import { assert, layer } from "@effect/vitest"
+import { assert, it, layer } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Context from "effect/Context"
@@ -48,6 +48,27 @@ const otherProcess = (schema: string, applicationName: string) =>
     Layer.provide(Projections.layer([Board])),
     Layer.provide(PgClient.layer({ url: Redacted.make(inject("databaseUrl")), applicationName }))
   )
+
+it.live("transactions whose ids differ in digit count are projected in transaction order (as xid8, not as text)", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const schema = yield* ScratchSchema
+    const board = newId("board")
+    // Transaction ids 99 and 100 order the other way round as text; both lie below any live snapshot.
+    for (const [tx, provider] of [["99", "p99"], ["100", "p100"]]) {
+      const id = newId("shift")
+      yield* sql.unsafe(`INSERT INTO "${schema}".streams (id, type, version) VALUES ($1, 'ProviderShift', 1)`, [id])
+      yield* sql.unsafe(
+        `INSERT INTO "${schema}".events (stream_id, version, type, stream_type, data, tx_id)
+         VALUES ($1, 1, 'ProviderJoined', 'ProviderShift', $2::jsonb, $3::xid8)`,
+        [id, JSON.stringify({ boardId: board, providerId: provider }), tx]
+      )
+    }
+    // One event a batch, so that the order of the batches decides.
+    const daemon = yield* startDaemon({ pollInterval: "50 millis", batchSize: 1 })
+    yield* daemon.waitForNonStale({ timeout: "10 seconds" })
+    assert.deepStrictEqual(yield* Session.run(Session.loadDocument(Board, board)), Option.some({ providers: ["p99", "p100"] }))
+  }).pipe(Effect.scoped, Effect.provide(pgStore().layer([Board]))))
 
 layer(pgStore().layer([Board]), { excludeTestServices: true })("projection daemon on postgres", (it) => {
   it.scoped("a transaction that takes a lower sequence and commits later is projected, never skipped", () =>

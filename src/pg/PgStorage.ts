@@ -215,13 +215,15 @@ SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq, processed = EXCLUDED.processed, 
   deleteProgress: `DELETE FROM ${s}.projection_progress WHERE projection = $1 AND projection_version = $2`,
   // Gap-safe: only transactions older than every one still running, so no
   // later commit can ever land before the checkpoint.
-  readAfter: `SELECT seq, stream_id, version, type, stream_type, data, ${metadataOf("metadata")} AS metadata,
-  ${millis(`"timestamp"`)} AS "timestamp", tenant_id, tx_id::text AS tx_id
-FROM ${s}.events
-WHERE (tx_id, seq) > ($1::xid8, $2::bigint) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx_id, seq
+  // ORDER BY names the table's columns: a bare tx_id would be the text output
+  // column, which orders "100" before "99" (and cannot use the index).
+  readAfter: `SELECT e.seq, e.stream_id, e.version, e.type, e.stream_type, e.data, ${metadataOf("e.metadata")} AS metadata,
+  ${millis(`e."timestamp"`)} AS "timestamp", e.tenant_id, e.tx_id::text AS tx_id
+FROM ${s}.events e
+WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY e.tx_id, e.seq
 LIMIT $3`,
-  head: `SELECT tx_id::text AS tx_id, seq FROM ${s}.events ORDER BY tx_id DESC, seq DESC LIMIT 1`,
+  head: `SELECT e.tx_id::text AS tx_id, e.seq FROM ${s}.events e ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1`,
   countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
   tryLock: `SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok`,
   listening: `SELECT EXISTS (SELECT 1 FROM ${s}.listeners WHERE expires_at > now()) AS listening`,
