@@ -922,7 +922,7 @@ export const make = (options?: Options) =>
     // that every save that arrived in it joins the same statement.
     let flushScheduled = false
     const scheduleFlush = () => {
-      if (flushScheduled) return
+      if (flushScheduled || queue.length === 0) return
       flushScheduled = true
       setImmediate(() => {
         flushScheduled = false
