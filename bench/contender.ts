@@ -29,6 +29,13 @@ export interface Contender {
   readonly isConflict: (error: unknown) => boolean
 }
 
+/**
+ * Connections per contender. Contenders take turns, and a pool closes its idle
+ * connections 250 ms after its turn: the smoke's turns are shorter than that,
+ * so its pools are smaller, to stay within PostgreSQL's 100 connections.
+ */
+export const poolSize = process.env.BENCH_SMOKE === "1" ? 8 : 30
+
 /** Error a raw contender's command rejects with when its expected version was stale. */
 export class Conflict extends Error {}
 

@@ -11,7 +11,7 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import { Aggregate, CommandHandler, EventStore, EventStorePg, Projection, Projections, Session } from "../../src/index.js"
-import type { Contender } from "../contender.js"
+import { type Contender, poolSize } from "../contender.js"
 
 export class Incremented extends Schema.TaggedClass<Incremented>()("Incremented", { by: Schema.Number }) {}
 export const Counter = Aggregate.make({
@@ -55,7 +55,7 @@ export const chronicle = (
     name,
     setup: async (url) => {
       const pgUrl = new URL(url)
-      client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: 30, idleTimeout: "250 millis" })
+      client = PgClient.layer({ url: Redacted.make(pgUrl.toString()), maxConnections: poolSize, idleTimeout: "250 millis" })
       const setupSchema = Effect.gen(function*() {
         const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
         yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)

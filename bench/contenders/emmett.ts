@@ -33,7 +33,7 @@ import {
 import { getPostgreSQLEventStore, type PostgresEventStore } from "@event-driven-io/emmett-postgresql"
 import { setNodePostgresTypeParser } from "@event-driven-io/dumbo"
 import pg from "pg"
-import type { Contender } from "../contender.js"
+import { type Contender, poolSize } from "../contender.js"
 
 /**
  * The schema Emmett's objects live in (dropped and recreated by `setup`,
@@ -43,7 +43,7 @@ import type { Contender } from "../contender.js"
  */
 const SCHEMA = "bench_emmett"
 /** Connections in Emmett's pool (as the raw SQL and effect-chronicle contenders). */
-const POOL_SIZE = 30
+const POOL_SIZE = poolSize
 
 type Incremented = Event<"Incremented", { by: number }>
 const incremented: Incremented = { type: "Incremented", data: { by: 1 } }

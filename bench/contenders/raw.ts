@@ -3,7 +3,7 @@
  * named prepared statements, and no library at all.
  */
 import pg from "pg"
-import { type Contender, Conflict, retryOnConflict } from "../contender.js"
+import { type Contender, Conflict, poolSize, retryOnConflict } from "../contender.js"
 
 const schema = `bench_raw_${process.pid}`
 let pool: pg.Pool
@@ -52,7 +52,7 @@ export const raw: Contender & { readonly fetch: (id: string) => Promise<number> 
   },
   name: "raw SQL",
   setup: async (url) => {
-    pool = new pg.Pool({ connectionString: url, max: 30, idleTimeoutMillis: 250 })
+    pool = new pg.Pool({ connectionString: url, max: poolSize, idleTimeoutMillis: 250 })
     await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema};
 CREATE TABLE ${schema}.streams (id text PRIMARY KEY, version bigint NOT NULL);
 CREATE TABLE ${schema}.events (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, stream_id text NOT NULL,

@@ -9,7 +9,7 @@
 import pg from "pg"
 import { EventStorePg, Projections } from "../../src/index.js"
 import { singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
-import { type Contender, Conflict, retryOnConflict } from "../contender.js"
+import { type Contender, Conflict, poolSize, retryOnConflict } from "../contender.js"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -42,7 +42,7 @@ const command = async (id: string) => {
 export const rawChronicle: Contender = {
   name: "raw SQL, chronicle's statements",
   setup: async (url) => {
-    pool = new pg.Pool({ connectionString: url, max: 30, idleTimeoutMillis: 250 })
+    pool = new pg.Pool({ connectionString: url, max: poolSize, idleTimeoutMillis: 250 })
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
     await Effect.runPromise(Effect.provide(
       Effect.void,
