@@ -28,9 +28,10 @@ export interface Options {
   /**
    * How many Live aggregate states (of aggregates with a `state` Schema) the
    * store keeps between sessions (default 0: none). A fetch of a kept stream
-   * reads only the events after the kept version. States are kept from reads
-   * outside a caller's transaction only, and a stream is forgotten on a
-   * conflict or a decoding failure.
+   * reads only the kept event and those after it. Inside a caller's
+   * transaction the cache is not used. A stream is forgotten when its kept
+   * event is no longer there (the stream was replaced) or its events fail to
+   * decode.
    */
   readonly liveStateCache?: number | undefined
   /** How often a projection daemon that does not lead a projection tries to take it over (default 500 ms). */

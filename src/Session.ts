@@ -374,43 +374,48 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     Effect.flatMap(ops().readStream(id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
 
   // Live aggregates of a store that keeps states: the kept state plus the
-  // events after it. A state is kept only from what was read outside a
-  // caller's transaction (which could still roll back what it sees).
+  // events after it. Inside a caller's transaction the cache is not used at
+  // all: what it reads could still roll back, and its snapshot (under
+  // REPEATABLE READ) may be older than what was kept.
   const loadKept = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
     codec: Aggregate.StateCodec<S>,
     cache: StateCache.StateCache
-  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
-    const keep = (loaded: Loaded<S>): Effect.Effect<Loaded<S>> => {
-      if (Option.isNone(loaded.state)) return Effect.succeed(loaded)
-      const value = loaded.state.value
-      return Effect.map(storage.joined, (joined) => {
-        if (!joined) {
-          const data = codec.encode(value)
-          if (Either.isRight(data)) cache.set(id, { aggregate, version: loaded.version, data: data.right })
-        }
-        return loaded
-      })
-    }
-    const loadAll = () => Effect.flatMap(load(aggregate, id), keep)
-    const kept = cache.get(id, aggregate)
-    if (kept === undefined) return loadAll()
-    const state = codec.decode(kept.data)
-    if (Either.isLeft(state)) {
-      cache.delete(id)
-      return loadAll()
-    }
-    return Effect.flatMap(ops().readStream(id, { fromVersion: kept.version + 1 }), (rows): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
-      if (rows.length === 0) return Effect.succeed({ version: kept.version, state: Option.some(state.right) })
-      // A tail that does not follow the kept version means the stream is not what was kept.
-      if (rows[0].version !== kept.version + 1) {
+  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
+    Effect.flatMap(storage.joined, (joined): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
+      if (joined) return load(aggregate, id)
+      // Folds `rows` onto `from` and keeps the result, with the sequence of its last event.
+      const foldAndKeep = (from: Option.Option<S>, version: number, rows: ReadonlyArray<Storage.StoredEvent>) =>
+        Effect.map(foldRows(aggregate, from, version, rows), (loaded) => {
+          if (rows.length > 0 && Option.isSome(loaded.state)) {
+            const data = codec.encode(loaded.state.value)
+            if (Either.isRight(data)) {
+              cache.set(id, { aggregate, version: loaded.version, sequence: rows[rows.length - 1].sequence, data: data.right })
+            }
+          }
+          return loaded
+        })
+      const loadAll = () => Effect.flatMap(ops().readStream(id), (rows) => foldAndKeep(Option.none(), 0, rows))
+      const kept = cache.get(id, aggregate)
+      if (kept === undefined) return loadAll()
+      const state = codec.decode(kept.data)
+      if (Either.isLeft(state)) {
         cache.delete(id)
         return loadAll()
       }
-      return Effect.flatMap(foldRows(aggregate, Option.some(state.right), kept.version, rows), keep)
-    }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(id))))
-  }
+      // The tail starts at the kept event itself: the same sequence there proves the
+      // stream is the one that was kept (not one reset or restored under this process).
+      return Effect.flatMap(ops().readStream(id, { fromVersion: kept.version }), (rows) => {
+        if (rows.length === 0 || rows[0].version !== kept.version || rows[0].sequence !== kept.sequence) {
+          cache.delete(id)
+          return loadAll()
+        }
+        return rows.length === 1
+          ? Effect.succeed<Loaded<S>>({ version: kept.version, state: Option.some(state.right) })
+          : foldAndKeep(Option.some(state.right), kept.version, rows.slice(1))
+      }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(id))))
+    })
 
   // Inline and Async aggregates: the stored snapshot plus the events after it,
   // in one round trip. An Inline snapshot is current, so no event is read.
@@ -604,10 +609,6 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     saving: ReadonlyMap<string, Pending>,
     conflict: Storage.Conflict
   ): ConcurrencyError | StreamExistsError => {
-    // A stream behind what was expected of it (a database restored behind the
-    // process) is not what was kept of it: read it whole next time. A stream
-    // ahead is ordinary contention, which the next fetch's tail read covers.
-    if (conflict.actual < conflict.expected) liveStates?.delete(conflict.streamId)
     return saving.get(conflict.streamId)?.mode === "start"
       ? new StreamExistsError({ streamId: conflict.streamId })
       : new ConcurrencyError({

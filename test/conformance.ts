@@ -589,6 +589,9 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.instanceOf(events[0].timestamp, Date)
           const tail = yield* Session.run(Session.readStream(id, { fromVersion: 2 }))
           assert.deepStrictEqual(tail.map((e) => e.version), [2])
+          // Versions are whole: from 1.5 on is from 2 on.
+          const fractional = yield* Session.run(Session.readStream(id, { fromVersion: 1.5 }))
+          assert.deepStrictEqual(fractional.map((e) => e.version), [2])
         }))
 
       it.effect("event types, payloads, metadata and tenants with JSON- and SQL-hostile text read back exactly", () =>

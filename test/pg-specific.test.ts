@@ -4,6 +4,7 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -239,8 +240,9 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       // Reads from a version on combine as well. Stream i (i > 0) now holds i + 1 events.
       const fromOf = (i: number) => Math.max(1, i - 1)
       const beforeTails = yield* combinedReads(schema)
+      // A third ask from half a version below: versions are whole, so they read the same.
       const tails = yield* Effect.forEach([...ids, ...ids, ...ids], (id, n) =>
-        Session.run(Session.readStream(id, { fromVersion: fromOf(n % 24) })), { concurrency: "unbounded" })
+        Session.run(Session.readStream(id, { fromVersion: fromOf(n % 24) - (n >= 48 ? 0.5 : 0) })), { concurrency: "unbounded" })
       for (const [n, tail] of tails.entries()) {
         const i = n % 24
         const expected = i === 0 ? [] : Array.from({ length: i + 2 - fromOf(i) }, (_, k) => fromOf(i) + k)
@@ -374,24 +376,49 @@ it.live("write-combining: a save interrupted while it waits to be combined write
         assert.strictEqual(yield* versionOf(id), 1)
       }).pipe(Effect.provide(kept.layer([]))))
 
-    it.live("a kept state ahead of the stream (a database restored behind the process) heals at the first conflict", () =>
+    it.live("a stream replaced under the process (reset, then its id reused) is read whole, not served from the kept state", () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const schema = yield* ScratchSchema
         const id = newId("order")
         yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a", "b"), new ItemReady({ name: "a" })]), Session.saveChanges))
         assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([true, false])])
-        yield* sql.unsafe(`DELETE FROM "${schema}".events WHERE stream_id = $1 AND version = 2`, [id])
-        yield* sql.unsafe(`UPDATE "${schema}".streams SET version = 1 WHERE id = $1`, [id])
-        const write = Session.run(Effect.gen(function*() {
-          const stream = yield* Session.fetchForWriting(Order, id)
-          yield* stream.appendOne(new ItemReady({ name: "b" }))
-          yield* Session.saveChanges
-        }))
-        const conflict = yield* Effect.flip(write)
-        assert.deepInclude(conflict, { _tag: "ConcurrencyError", expectedVersion: 2, actualVersion: 1 })
-        yield* write
+        yield* sql.unsafe(`DELETE FROM "${schema}".events WHERE stream_id = $1`, [id])
+        yield* sql.unsafe(`DELETE FROM "${schema}".streams WHERE id = $1`, [id])
+        yield* Session.run(Effect.zipRight(
+          Session.append(Order, id, [created("x", "y"), new ItemReady({ name: "y" }), new ItemReady({ name: "x" })]),
+          Session.saveChanges
+        ))
+        const [version, state] = yield* Session.run(Effect.map(Session.fetchForWriting(Order, id), (stream) => [stream.version, stream.aggregate] as const))
+        assert.strictEqual(version, 3)
+        assert.deepStrictEqual(Option.map(state, (s) => s.items.map((i) => [i.name, i.ready])), Option.some([["x", true], ["y", true]]))
+        // Shrunk behind the kept version: read whole as well.
+        yield* sql.unsafe(`DELETE FROM "${schema}".events WHERE stream_id = $1 AND version = 3`, [id])
+        yield* sql.unsafe(`UPDATE "${schema}".streams SET version = 2 WHERE id = $1`, [id])
         assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([false, true])])
+      }).pipe(Effect.provide(kept.layer([]))))
+
+    it.live("inside a caller's REPEATABLE READ transaction a fetch sees its snapshot, not a newer kept state", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const id = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [created("a", "b")]), Session.saveChanges))
+        const snapshotTaken = yield* Deferred.make<void>()
+        const movedOn = yield* Deferred.make<void>()
+        const inTx = yield* Effect.fork(sql.withTransaction(Effect.gen(function*() {
+          yield* sql.unsafe(`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`)
+          yield* sql.unsafe(`SELECT count(*) FROM pg_class`) // the snapshot: the stream at version 1
+          yield* Deferred.succeed(snapshotTaken, undefined)
+          yield* Deferred.await(movedOn)
+          const direct = yield* Session.run(Session.readStream(id))
+          const [version] = yield* readyOf(id)
+          return [direct.length, version] as const
+        })))
+        yield* Deferred.await(snapshotTaken)
+        yield* Session.run(Effect.zipRight(Session.append(Order, id, [new ItemReady({ name: "a" })]), Session.saveChanges))
+        assert.deepStrictEqual(yield* readyOf(id), [2, Option.some([true, false])]) // kept at version 2
+        yield* Deferred.succeed(movedOn, undefined)
+        assert.deepStrictEqual(yield* Fiber.join(inTx), [1, 1])
       }).pipe(Effect.provide(kept.layer([]))))
   })
 

@@ -9,7 +9,9 @@
 export interface Entry {
   readonly aggregate: object
   readonly version: number
-  /** The state as its Schema encodes it: a fold can never change a cached entry. */
+  /** The global sequence of the event at `version`: tells the same stream from a replaced one. */
+  readonly sequence: number
+  /** The state as its Schema encodes it. */
   readonly data: unknown
 }
 
@@ -24,21 +26,23 @@ export interface StateCache {
 /** @internal */
 export const make = (capacity: number): StateCache => {
   // A Map iterates in insertion order: re-inserting on use keeps the least recent first.
-  const entries = new Map<string, Entry>()
+  // The state is held as JSON text, so that no caller ever shares an object with the
+  // cache (a Schema may pass objects through encoding and decoding as they are).
+  const entries = new Map<string, Omit<Entry, "data"> & { readonly json: string }>()
   return {
     get: (streamId, aggregate) => {
       const entry = entries.get(streamId)
       if (entry === undefined || entry.aggregate !== aggregate) return undefined
       entries.delete(streamId)
       entries.set(streamId, entry)
-      return entry
+      return { aggregate: entry.aggregate, version: entry.version, sequence: entry.sequence, data: JSON.parse(entry.json) }
     },
     set: (streamId, entry) => {
       const current = entries.get(streamId)
       // Concurrent sessions may fill in any order: never go back to an older version.
       if (current !== undefined && current.aggregate === entry.aggregate && current.version > entry.version) return
       entries.delete(streamId)
-      entries.set(streamId, entry)
+      entries.set(streamId, { aggregate: entry.aggregate, version: entry.version, sequence: entry.sequence, json: JSON.stringify(entry.data) })
       if (entries.size > capacity) entries.delete(entries.keys().next().value!)
     },
     delete: (streamId) => void entries.delete(streamId),

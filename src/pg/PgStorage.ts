@@ -15,7 +15,6 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
@@ -455,8 +454,8 @@ export const poolConnectionOf = (sql: SqlClient.SqlClient): Effect.Effect<SqlCon
   )
 
 // node-postgres copies a plain query config through property descriptors (~6 us);
-// a Query built from the text skips that, and carries the statement's name.
-const noValues: ReadonlyArray<unknown> = []
+// a Query built from the text skips that, and carries the statement's name. Only
+// where we call client.query ourselves, with the callback second (every version takes that).
 type QueryClass = new(text: string, values: ReadonlyArray<unknown>) => { name?: string }
 const queryClassOf = (client: Pg.PoolClient): QueryClass | undefined =>
   (client.constructor as { Query?: QueryClass } | undefined)?.Query
@@ -501,19 +500,11 @@ export const make = (options?: Options) =>
         )
       })
     const poolConnection = yield* poolConnectionOf(sql)
-    // The pool's clients are all of one class: ask one of them.
-    const poolQuery = poolConnection === undefined ? undefined : yield* Effect.scoped(Effect.map(
-      sql.reserve,
-      (conn) => {
-        const client = clientOf(conn)
-        return client === undefined ? undefined : queryClassOf(client)
-      }
-    )).pipe(Effect.orElseSucceed(() => undefined))
+    // A plain config here, not a Query: @effect/sql-pg passes its callback as the
+    // third argument, which node-postgres before 8.19 ignores for Query objects.
     const onPool = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) =>
       Effect.map(
-        poolQuery === undefined
-          ? conn.executeRaw({ name, text } as unknown as string, values)
-          : conn.executeRaw(statementFor(poolQuery, name, text, values) as unknown as string, noValues),
+        conn.executeRaw({ name, text } as unknown as string, values),
         (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
       )
     const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
@@ -600,17 +591,26 @@ export const make = (options?: Options) =>
         Effect.mapError(wrap("Reading documents failed"))
       )
 
-    const readStream = (id: string, options?: Storage.ReadOptions) =>
-      options === undefined || (options.toVersion === undefined && options.toTimestamp === undefined)
-        ? readFrom(id, Math.max(1, options?.fromVersion ?? 1))
-        : prepared<EventsJsonRow>(names.read, q.read, [id, options.fromVersion ?? 1, options.toVersion ?? Number.MAX_SAFE_INTEGER, options.toTimestamp ?? farFuture]).pipe(
-          Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
-          Effect.mapError(wrap(`Reading stream "${id}" failed`))
+    const parseEvents = (id: string, json: string | null) =>
+      Effect.try({
+        try: () => fromEventsJson(id, json),
+        catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
+      })
+    const readStream = (id: string, options?: Storage.ReadOptions) => {
+      const from = options?.fromVersion
+      // Versions are whole: reading from 1.5 on reads from 2 on, as the in-memory store does.
+      const start = from === undefined ? 1 : Number.isFinite(from) ? Math.max(1, Math.ceil(from)) : undefined
+      return start !== undefined && start <= Number.MAX_SAFE_INTEGER && options?.toVersion === undefined && options?.toTimestamp === undefined
+        ? readFrom(id, start)
+        : prepared<EventsJsonRow>(names.read, q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
+          Effect.mapError(wrap(`Reading stream "${id}" failed`)),
+          Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
         )
+    }
     const readAlone = (id: string, from: number) =>
       (from === 1 ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id]) : prepared<EventsJsonRow>(names.readFrom, q.readFrom, [id, from])).pipe(
-        Effect.map((rows) => fromEventsJson(id, rows[0]?.events ?? null)),
-        Effect.mapError(wrap(`Reading stream "${id}" failed`))
+        Effect.mapError(wrap(`Reading stream "${id}" failed`)),
+        Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
       )
 
     // Read-combining, as write-combining below: while fewer than
@@ -657,11 +657,9 @@ export const make = (options?: Options) =>
             if (exit._tag === "Success") for (const row of exit.value) found[Number(row.ord) - 1] = row.events
             taken.forEach((waiter, i) => {
               if (waiter.gone) return
-              waiter.resume(
-                exit._tag === "Success"
-                  ? Effect.sync(() => fromEventsJson(waiter.id, found[i]))
-                  : Effect.mapError(Exit.failCause(exit.cause), wrap(`Reading stream "${waiter.id}" failed`))
-              )
+              // Each waiter parses its own copy (no two sessions share event objects); if
+              // the shared statement failed, each reads alone, so that one bad read fails only itself.
+              waiter.resume(exit._tag === "Success" ? parseEvents(waiter.id, found[i]) : readAlone(waiter.id, waiter.from))
             })
             scheduleReadFlush()
           }
