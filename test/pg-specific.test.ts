@@ -10,7 +10,8 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import { EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
+import * as Schedule from "effect/Schedule"
+import { EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
@@ -203,7 +204,17 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       }))
       for (const id of others) assert.strictEqual(yield* versionOf(id), 1)
       assert.strictEqual(yield* versionOf(dropped), 0)
+      yield* idle
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  // Waits until the store has nothing in flight; a leaked slot never gets there.
+  const idle = Effect.gen(function*() {
+    const inFlight = PgStorage.inFlightOf.get((yield* EventStore.EventStore).storage)!
+    yield* Effect.sync(inFlight).pipe(
+      Effect.repeat({ until: (n) => n.reads === 0 && n.saves === 0 && n.queued === 0, schedule: Schedule.spaced("20 millis") }),
+      Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => `still in flight: ${JSON.stringify(inFlight())}` })
+    )
+  })
 
   const combinedReads = (schema: string) =>
     Metric.value(Metric.tagged(PgStorage.combinedReadStatements, "schema", schema)).pipe(Effect.map((state) => state.count))
@@ -276,6 +287,7 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       const before = yield* combinedReads(schema)
       for (const id of ids) assert.strictEqual(yield* versionOf(id), 1)
       assert.strictEqual(yield* combinedReads(schema), before)
+      yield* idle
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
 
   it.live("read-combining off: concurrent fetches each run their own statement", () =>

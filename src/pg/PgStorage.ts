@@ -318,6 +318,12 @@ export const combinedReadStatements = Metric.counter("effect_chronicle_combined_
 })
 
 /**
+ * @internal the statements of a store now running alone or combined, and the
+ * reads and saves waiting to be combined: all zero once the store is idle.
+ */
+export const inFlightOf = new WeakMap<Storage.Storage, () => { readonly reads: number; readonly saves: number; readonly queued: number }>()
+
+/**
  * The channel a commit notifies (at commit time) for projection daemons to wake up.
  *
  * @since 0.1.0
@@ -1224,5 +1230,7 @@ export const make = (options?: Options) =>
     }
 
     const joined = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
-    return { readStream, loadSnapshot, readDocuments, commit, begin, joined, projections } satisfies Storage.Storage
+    const storage: Storage.Storage = { readStream, loadSnapshot, readDocuments, commit, begin, joined, projections }
+    inFlightOf.set(storage, () => ({ reads: readsInFlight, saves: inFlight, queued: readQueue.length + queue.length }))
+    return storage
   })
