@@ -608,15 +608,14 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   const conflictError = (
     saving: ReadonlyMap<string, Pending>,
     conflict: Storage.Conflict
-  ): ConcurrencyError | StreamExistsError => {
-    return saving.get(conflict.streamId)?.mode === "start"
+  ): ConcurrencyError | StreamExistsError =>
+    saving.get(conflict.streamId)?.mode === "start"
       ? new StreamExistsError({ streamId: conflict.streamId })
       : new ConcurrencyError({
         streamId: conflict.streamId,
         expectedVersion: conflict.expected,
         actualVersion: conflict.actual
       })
-  }
 
   const envelopesOf = (entry: Pending, committed: Storage.CommittedStream, tenantId: string) =>
     committed.events.map((position, i): EventEnvelope<unknown> => {
