@@ -589,9 +589,18 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.instanceOf(events[0].timestamp, Date)
           const tail = yield* Session.run(Session.readStream(id, { fromVersion: 2 }))
           assert.deepStrictEqual(tail.map((e) => e.version), [2])
-          // Versions are whole: from 1.5 on is from 2 on.
-          const fractional = yield* Session.run(Session.readStream(id, { fromVersion: 1.5 }))
-          assert.deepStrictEqual(fractional.map((e) => e.version), [2])
+          // Bounds compare as numbers: versions are whole, and NaN or an invalid date matches nothing.
+          const versionsOf = (options: Parameters<typeof Session.readStream>[1]) =>
+            Effect.map(Session.run(Session.readStream(id, options)), (events) => events.map((e) => e.version))
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: 1.5 }), [2])
+          assert.deepStrictEqual(yield* versionsOf({ toVersion: 1.5 }), [1])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: -Infinity, toVersion: Infinity }), [1, 2])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: 0 }), [1, 2])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: Infinity }), [])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: 3 }), [])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: 2, toVersion: 1 }), [])
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: Number.NaN }), [])
+          assert.deepStrictEqual(yield* versionsOf({ timestamp: new Date(Number.NaN) }), [])
         }))
 
       it.effect("event types, payloads, metadata and tenants with JSON- and SQL-hostile text read back exactly", () =>

@@ -602,13 +602,20 @@ export const make = (options?: Options) =>
         try: () => fromEventsJson(id, json),
         catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
       })
+    const noEvents: Effect.Effect<ReadonlyArray<Storage.StoredEvent>> = Effect.succeed([])
     const readStream = (id: string, options?: Storage.ReadOptions) => {
-      const from = options?.fromVersion
-      // Versions are whole: reading from 1.5 on reads from 2 on, as the in-memory store does.
-      const start = from === undefined ? 1 : Number.isFinite(from) ? Math.max(1, Math.ceil(from)) : undefined
-      return start !== undefined && start <= Number.MAX_SAFE_INTEGER && options?.toVersion === undefined && options?.toTimestamp === undefined
+      // Bounds compare as numbers do, as in the in-memory store: versions are whole
+      // (from 1.5 on is from 2 on), and a NaN bound or an invalid date matches nothing.
+      const from = options?.fromVersion ?? 1
+      const to = options?.toVersion ?? Number.POSITIVE_INFINITY
+      const until = options?.toTimestamp
+      if (Number.isNaN(from) || Number.isNaN(to) || (until !== undefined && Number.isNaN(until.getTime()))) return noEvents
+      const start = Math.max(1, Math.ceil(from))
+      const end = Math.min(Number.MAX_SAFE_INTEGER, Math.floor(to))
+      if (start > end) return noEvents
+      return end === Number.MAX_SAFE_INTEGER && until === undefined
         ? readFrom(id, start)
-        : prepared<EventsJsonRow>(names.read, q.read, [id, options?.fromVersion ?? 1, options?.toVersion ?? Number.MAX_SAFE_INTEGER, options?.toTimestamp ?? farFuture]).pipe(
+        : prepared<EventsJsonRow>(names.read, q.read, [id, start, end, until ?? farFuture]).pipe(
           Effect.mapError(wrap(`Reading stream "${id}" failed`)),
           Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
         )
