@@ -472,6 +472,20 @@ const statementFor = (Query: QueryClass | undefined, name: string, text: string,
   return query
 }
 
+// Schedules `flush` once, after the current turn of the event loop, while `waiting()`:
+// every request that arrives in that turn joins the same flush.
+const afterThisTurn = (waiting: () => boolean, flush: () => void) => {
+  let scheduled = false
+  return () => {
+    if (scheduled || !waiting()) return
+    scheduled = true
+    setImmediate(() => {
+      scheduled = false
+      flush()
+    })
+  }
+}
+
 /**
  * Creates the PostgreSQL storage over the `SqlClient` in context (tables must
  * exist: see `migrate`).
@@ -641,20 +655,12 @@ export const make = (options?: Options) =>
     }
     const readQueue: Array<ReadWaiter> = []
     let readsInFlight = 0
-    let readFlushScheduled = false
     const readCombining = options?.readCombining !== false
     const releaseRead = Effect.sync(() => {
       readsInFlight--
       scheduleReadFlush()
     })
-    const scheduleReadFlush = () => {
-      if (readFlushScheduled || readQueue.length === 0) return
-      readFlushScheduled = true
-      setImmediate(() => {
-        readFlushScheduled = false
-        flushReads()
-      })
-    }
+    const scheduleReadFlush = afterThisTurn(() => readQueue.length > 0, () => flushReads())
     const flushReads = () => {
       while (readsInFlight < maxReadsInFlight && readQueue.length > 0) {
         const taken = readQueue.splice(0, maxStreamsPerRead)
@@ -931,15 +937,7 @@ export const make = (options?: Options) =>
     const maxInFlight = maxSavesInFlight
     // Queued saves go out once the current turn of the event loop is over, so
     // that every save that arrived in it joins the same statement.
-    let flushScheduled = false
-    const scheduleFlush = () => {
-      if (flushScheduled || queue.length === 0) return
-      flushScheduled = true
-      setImmediate(() => {
-        flushScheduled = false
-        flush()
-      })
-    }
+    const scheduleFlush = afterThisTurn(() => queue.length > 0, () => flush())
     const combineLimit = options?.writeCombining === false ? 1 : 128
     const release = Effect.sync(() => {
       inFlight--
