@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
-import type { ConcurrencyError, StreamLockedError } from "./Errors.js"
+import type { ConcurrencyError, DeadlockError, StreamLockedError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import type * as Session from "./Session.js"
 
@@ -31,8 +31,8 @@ export interface Options<C, S, E, Err, R> {
   readonly expectedVersion?: ((command: C) => number | undefined) | undefined
   /** Decides the new events from the command and the current state; may reject by failing. */
   readonly decide: (command: C, state: Option.Option<S>) => Effect.Effect<ReadonlyArray<E>, Err, R> | ReadonlyArray<E>
-  /** Re-runs fetch-decide-save on `ConcurrencyError` only, as the schedule allows. */
-  readonly retry?: Schedule.Schedule<any, ConcurrencyError> | undefined
+  /** Re-runs fetch-decide-save on `ConcurrencyError` and `DeadlockError` only, as the schedule allows. */
+  readonly retry?: Schedule.Schedule<any, ConcurrencyError | DeadlockError> | undefined
   /** Holds the stream's lock from fetch to save. */
   readonly exclusive?: boolean | undefined
   /** Lock time-out of the exclusive fetch. */
@@ -50,7 +50,7 @@ export const make = <S, E, C, Err = never, R = never>(
 ) =>
 (command: C): Effect.Effect<
   HandlerResult<S, E>,
-  Err | ConcurrencyError | StreamLockedError | Session.FetchError | Session.SaveError,
+  Err | ConcurrencyError | DeadlockError | StreamLockedError | Session.FetchError | Session.SaveError,
   R | EventStore.EventStore
 > =>
   EventStore.writeToAggregate(

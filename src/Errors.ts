@@ -37,6 +37,24 @@ export class StreamLockedError extends Schema.TaggedError<StreamLockedError>()("
 }
 
 /**
+ * Two sessions each waited for a lock the other holds; the store broke the
+ * cycle by failing this one (PostgreSQL's 40P01, or the in-memory store's
+ * wait-for check). Nothing of this session was written: retry it, as
+ * `CommandHandler` and `writeToAggregate` do.
+ *
+ * @since 0.2.0
+ */
+export class DeadlockError extends Schema.TaggedError<DeadlockError>()("DeadlockError", {
+  streamIds: Schema.Array(Schema.String)
+}) {
+  get message(): string {
+    return `Deadlock: this session and another each waited for a lock the other held (streams ${
+      this.streamIds.map((id) => JSON.stringify(id)).join(", ")
+    }); nothing was written, retry the command`
+  }
+}
+
+/**
  * `startStream` was asked to create a stream whose id is already taken.
  *
  * @since 0.1.0

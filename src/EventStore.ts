@@ -9,7 +9,7 @@ import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
-import type { ConcurrencyError, StreamLockedError } from "./Errors.js"
+import type { ConcurrencyError, DeadlockError, StreamLockedError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
 import * as internal from "./internal/store.js"
 import * as Session from "./Session.js"
@@ -88,8 +88,8 @@ export interface WriteOptions {
   readonly exclusive?: boolean | undefined
   /** Lock time-out of an exclusive fetch. */
   readonly timeout?: import("effect/Duration").DurationInput | undefined
-  /** Re-runs fetch-run-save on `ConcurrencyError` only, as the schedule allows. */
-  readonly retry?: Schedule.Schedule<any, ConcurrencyError> | undefined
+  /** Re-runs fetch-run-save on `ConcurrencyError` and `DeadlockError` only, as the schedule allows. */
+  readonly retry?: Schedule.Schedule<any, ConcurrencyError | DeadlockError> | undefined
 }
 
 const collectAppended = <S, E>(stream: Session.EventStream<S, E>) => {
@@ -142,10 +142,10 @@ export const writeToAggregate = <S, E, Err, R>(
     }
   }))
   if (options?.retry === undefined) return once
-  // Only a ConcurrencyError is retried: any other failure stops the schedule at once.
+  // Only a ConcurrencyError or DeadlockError is retried: any other failure stops the schedule at once.
   const onlyConflicts = Schedule.whileInput(
     options.retry as Schedule.Schedule<unknown, unknown>,
-    (error: unknown) => (error as any)?._tag === "ConcurrencyError"
+    (error: unknown) => (error as any)?._tag === "ConcurrencyError" || (error as any)?._tag === "DeadlockError"
   )
   return Effect.retry(once, onlyConflicts as any) as typeof once
 }

@@ -19,6 +19,7 @@ import * as Scope from "effect/Scope"
 import * as Aggregate from "./Aggregate.js"
 import {
   ConcurrencyError,
+  DeadlockError,
   EventDecodeError,
   EventEncodeError,
   EventStoreError,
@@ -131,7 +132,7 @@ export type FetchError =
  *
  * @since 0.1.0
  */
-export type SaveError = ConcurrencyError | StreamExistsError | EventEncodeError | EventStoreError
+export type SaveError = ConcurrencyError | DeadlockError | StreamExistsError | EventEncodeError | EventStoreError
 
 /**
  * The session's operations (see the module-level functions for their meaning).
@@ -148,7 +149,7 @@ export interface SessionShape {
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
     options?: ExclusiveFetchOptions
-  ) => Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError>
+  ) => Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError>
   readonly fetchLatest: <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string
@@ -509,9 +510,10 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
       }
       const tenant = yield* FiberRef.get(currentTenant)
       const locked = yield* transaction.transaction.lock(id, aggregate.name, tenant, timeout)
-      if (!locked) {
+      if (locked === "TimedOut") {
         return yield* new StreamLockedError({ streamId: id, timeoutMillis: Duration.toMillis(timeout) })
       }
+      if (locked === "Deadlocked") return yield* new DeadlockError({ streamIds: [id] })
       const loaded = yield* loadLatest(aggregate, id)
       return yield* streamFor(aggregate, id, loaded, options)
     })
@@ -836,8 +838,9 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     const plan = planInline(entries, batch)
     if (Either.isLeft(plan)) return Effect.fail(plan.left)
     const { computed, documents, inline } = plan.right
-    return Effect.flatMap((target ?? storage).commit({ ...batch, documents, inline }), (result) => {
+    return Effect.flatMap((target ?? storage).commit({ ...batch, documents, inline }), (result): Effect.Effect<SaveResult, SaveError> => {
       if (result._tag === "Conflicted") return Effect.fail(conflictError(saving, result.conflicts[0]))
+      if (result._tag === "Deadlocked") return Effect.fail(new DeadlockError({ streamIds: result.streamIds }))
       for (const committed of result.streams) {
         const entry = saving.get(committed.streamId)
         if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
@@ -935,7 +938,7 @@ export const fetchForExclusiveWriting = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
   options?: ExclusiveFetchOptions
-): Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError, Session> =>
+): Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError, Session> =>
   Effect.flatMap(Session, (session) => session.fetchForExclusiveWriting(aggregate, id, options))
 
 /**

@@ -179,6 +179,15 @@ export interface Conflict {
 export type CommitResult =
   | { readonly _tag: "Committed"; readonly streams: ReadonlyArray<CommittedStream> }
   | { readonly _tag: "Conflicted"; readonly conflicts: ReadonlyArray<Conflict> }
+  | { readonly _tag: "Deadlocked"; readonly streamIds: ReadonlyArray<string> }
+
+/**
+ * How a lock attempt ended: had, not had within the time-out, or refused
+ * because waiting would have closed a cycle of sessions waiting on each other.
+ *
+ * @since 0.2.0
+ */
+export type LockOutcome = "Locked" | "TimedOut" | "Deadlocked"
 
 /**
  * Bounds for reading one stream.
@@ -233,15 +242,15 @@ export interface Operations {
  */
 export interface Transaction extends Operations {
   /**
-   * Locks a stream, also one that does not exist yet. Succeeds with `false`
-   * when the lock was not had within `timeout`; the transaction stays usable.
+   * Locks a stream, also one that does not exist yet. A lock not had (in
+   * time, or for a deadlock) leaves the transaction usable, with the locks it held.
    */
   readonly lock: (
     streamId: string,
     aggregateType: string,
     tenantId: string,
     timeout: Duration.Duration
-  ) => Effect.Effect<boolean, EventStoreError>
+  ) => Effect.Effect<LockOutcome, EventStoreError>
 }
 
 /**

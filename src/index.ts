@@ -35,6 +35,7 @@ export * as StreamId from "./StreamId.js"
 // The errors are also exported by name, so `catchTag` users can import them directly.
 export {
   ConcurrencyError,
+  DeadlockError,
   EventDecodeError,
   EventEncodeError,
   EventStoreError,

@@ -9,11 +9,11 @@ import * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
+import * as Locks from "./locks.js"
 
 interface StreamRow {
   readonly aggregateType: string
@@ -40,16 +40,8 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   // Wakes projection daemons waiting for new events.
   const listeners = new Set<() => void>()
   const notify = () => listeners.forEach((listener) => listener())
-  // One mutex per stream stands in for PostgreSQL's row lock on the stream.
-  const locks = new Map<string, Effect.Semaphore>()
-  const lockOf = (id: string) => {
-    let lock = locks.get(id)
-    if (lock === undefined) {
-      lock = Effect.unsafeMakeSemaphore(1)
-      locks.set(id, lock)
-    }
-    return lock
-  }
+  // One lock per stream stands in for PostgreSQL's row lock on the stream.
+  const locks = Locks.make()
 
   // Reads yield to other fibers, as real I/O would, so that concurrent
   // commands interleave between fetch and save here as they do on a server.
@@ -152,39 +144,35 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     return Either.right({ _tag: "Committed", streams: committed })
   }
 
-  const commitWith = (held: ReadonlySet<string>) => (batch: Storage.CommitBatch) => {
-    const ids = batch.streams.map((s) => s.streamId).filter((id) => !held.has(id)).sort()
+  // Waits for the locks of the streams `who` does not hold yet, in id order
+  // (interruptibly: an interrupted save gives up its place and writes nothing),
+  // applies the batch, and gives back the locks it took.
+  const commitAs = (who: Locks.Owner, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> => {
+    const ids = batch.streams.map((s) => s.streamId).filter((id) => !who.held.has(id)).sort()
+    const taken: Array<string> = []
     const applyNow = Effect.flatMap(Clock.currentTimeMillis, (now) => apply(batch, now))
-    // withPermits waits interruptibly, so an interrupted save gives up its place and writes nothing.
-    return ids.reduceRight<Effect.Effect<Storage.CommitResult, EventStoreError>>(
-      (inner, id) => lockOf(id).withPermits(1)(inner),
-      applyNow
+    const lockAll = Effect.forEach(ids, (id) => Effect.zipRight(locks.acquire(id, who), Effect.sync(() => void taken.push(id))), { discard: true })
+    return Effect.ensuring(
+      Effect.matchEffect(lockAll, {
+        onFailure: () => Effect.succeed<Storage.CommitResult>({ _tag: "Deadlocked", streamIds: ids }),
+        onSuccess: () => applyNow
+      }),
+      Effect.sync(() => {
+        for (const id of ids) if (who.held.has(id)) locks.release(id, who)
+      })
     )
   }
 
   const begin: Effect.Effect<Storage.Transaction, never, Scope.Scope> = Effect.gen(function*() {
-    const held = new Set<string>()
-    const releaseAll = Effect.suspend(() => {
-      const ids = Array.from(held)
-      held.clear()
-      return Effect.forEach(ids, (id) => lockOf(id).release(1), { discard: true })
-    })
+    const who = Locks.owner()
+    const releaseAll = Effect.sync(() => locks.releaseAll(who))
     yield* Effect.addFinalizer(() => releaseAll)
-    const lock = (id: string, _type: string, _tenant: string, timeout: Duration.Duration) =>
-      held.has(id) ? Effect.succeed(true) : Effect.uninterruptibleMask((restore) =>
-        restore(Effect.timeoutOption(lockOf(id).take(1), timeout)).pipe(
-          Effect.map((taken) => {
-            if (Option.isSome(taken)) held.add(id)
-            return Option.isSome(taken)
-          })
-        )
-      )
     return {
       readStream,
       loadSnapshot,
       readDocuments,
-      lock,
-      commit: (batch) => Effect.ensuring(commitWith(held)(batch), releaseAll)
+      lock: (id: string, _type: string, _tenant: string, timeout: Duration.Duration) => locks.lock(id, who, timeout),
+      commit: (batch) => Effect.ensuring(commitAs(who, batch), releaseAll)
     }
   })
 
@@ -240,5 +228,5 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   }
 
   // The in-memory store has no transactions a caller could open.
-  return { readStream, loadSnapshot, readDocuments, commit: commitWith(new Set()), begin, joined: Effect.succeed(false), projections }
+  return { readStream, loadSnapshot, readDocuments, commit: (batch) => commitAs(Locks.owner(), batch), begin, joined: Effect.succeed(false), projections }
 })

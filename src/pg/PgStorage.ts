@@ -14,12 +14,14 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Cause from "effect/Cause"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
@@ -603,6 +605,78 @@ export const make = (options?: Options) =>
       )
 
     const runtime = yield* Effect.runtime<never>()
+
+    // @effect/sql-pg's reserve waits for a pool connection uninterruptibly, and
+    // a connection it gets for a waiter that was interrupted is never given
+    // back. So the reservation runs in a fiber of its own, into a scope of its
+    // own that the caller's scope closes: a waiter interrupted while it waits
+    // returns at once, and a connection that arrives after that is given back
+    // the moment it arrives (a finalizer added to a closed scope runs at once).
+    const reserve: Effect.Effect<SqlConnection.Connection, EventStoreError, Scope.Scope> = Effect.flatMap(
+      Effect.scope,
+      (outer) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Scope.make(), (inner) =>
+            Effect.zipRight(
+              Scope.addFinalizer(outer, Scope.close(inner, Exit.void)),
+              restore(Effect.async<SqlConnection.Connection, EventStoreError>((resume) => {
+                Runtime.runCallback(runtime)(Scope.extend(sql.reserve, inner), {
+                  onExit: (exit) =>
+                    resume(exit._tag === "Success" ? Effect.succeed(exit.value) : Effect.fail(
+                      new EventStoreError({ message: "Reserving a connection failed", cause: Cause.squash(exit.cause) })
+                    ))
+                })
+                return Scope.close(inner, Exit.void)
+              }))
+            ))
+        )
+    )
+
+    // Whether a failure says the connection broke (no answer from the server):
+    // the statement's outcome is then unknown, unlike an error the server sent.
+    const connectionLost = (e: unknown) =>
+      !(e instanceof EventStoreError) && typeof e === "object" && e !== null && (e as { _tag?: string })._tag === "SqlError" &&
+      (sqlState(e as SqlError) === undefined || (sqlState(e as SqlError) ?? "").startsWith("08") ||
+        sqlState(e as SqlError) === "57P01" || sqlState(e as SqlError) === "57P02" || sqlState(e as SqlError) === "57P03")
+
+    // A transaction of our own on a connection reserved for it (interruptible
+    // while it waits for one), or a savepoint in a caller's: COMMIT, ROLLBACK
+    // and their failures are errors, never defects. A failed COMMIT whose
+    // answer never came leaves the outcome unknown, and says so.
+    class Rollback {
+      constructor(readonly result: Storage.CommitResult) {}
+    }
+    const transactional = <A>(
+      body: Effect.Effect<A, SqlError | EventStoreError | Rollback>
+    ): Effect.Effect<A, SqlError | EventStoreError | Rollback> =>
+      Effect.withFiberRuntime((fiber) => {
+        const outer = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
+        const run = (conn: SqlConnection.Connection, depth: number, own: boolean) => {
+          const [begin, commit, rollback] = own
+            ? ["BEGIN", "COMMIT", "ROLLBACK"]
+            : ["SAVEPOINT chronicle_save", "RELEASE SAVEPOINT chronicle_save", "ROLLBACK TO SAVEPOINT chronicle_save"]
+          return Effect.uninterruptibleMask((restore) =>
+            Effect.zipRight(
+              restore(conn.executeUnprepared(begin, [], undefined)),
+              Effect.exit(restore(Effect.provideService(body, SqlClient.TransactionConnection, [conn, depth] as const)))
+            ).pipe(Effect.flatMap((exit) =>
+              exit._tag === "Success"
+                ? Effect.as(
+                  conn.executeUnprepared(commit, [], undefined).pipe(Effect.mapError((e) =>
+                    connectionLost(e)
+                      ? new EventStoreError({ message: "The connection was lost while committing: the outcome of this save is unknown", cause: e })
+                      : e
+                  )),
+                  exit.value
+                )
+                : Effect.zipRight(Effect.ignore(conn.executeUnprepared(rollback, [], undefined)), exit)
+            ))
+          )
+        }
+        return Option.isSome(outer)
+          ? run(outer.value[0], outer.value[1] + 1, false)
+          : Effect.scoped(Effect.flatMap(reserve, (conn) => run(conn, 0, true)))
+      })
     const readStatements = Metric.tagged(combinedReadStatements, "schema", schema)
 
     const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
@@ -882,10 +956,6 @@ export const make = (options?: Options) =>
         if (writes.right.length > 0) yield* sql.unsafe(q.upsertDocuments, writeArrays(writes.right))
       })
 
-    class Rollback {
-      constructor(readonly result: Storage.CommitResult) {}
-    }
-
     // A unique violation, deadlock or serialization failure while saving is a
     // conflict when the versions moved; read them after the rollback.
     const retryable = (e: unknown): e is SqlError =>
@@ -901,7 +971,10 @@ export const make = (options?: Options) =>
             const actual = found.get(w.streamId) ?? 0
             return w.expected !== "any" && w.expected !== actual ? [{ streamId: w.streamId, expected: w.expected, actual }] : []
           })
-          return conflicts.length === 0 ? Effect.fail(error) : Effect.succeed<Storage.CommitResult>({ _tag: "Conflicted", conflicts })
+          if (conflicts.length > 0) return Effect.succeed<Storage.CommitResult>({ _tag: "Conflicted", conflicts })
+          return sqlState(error) === "40P01"
+            ? Effect.succeed<Storage.CommitResult>({ _tag: "Deadlocked", streamIds: batch.streams.map((w) => w.streamId) })
+            : Effect.fail(error)
         }
       ).pipe(Effect.mapError(toStoreError))
     const recover = (batch: Storage.CommitBatch) => (e: SqlError | EventStoreError) =>
@@ -914,7 +987,7 @@ export const make = (options?: Options) =>
       Effect.catchAll(
         batch.streams.length === 1 && batch.inline === undefined
           ? run(batch)
-          : sql.withTransaction(
+          : transactional(
             Effect.flatMap(run(batch), (result) =>
               result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
           ).pipe(Effect.catchIf((e): e is Rollback => e instanceof Rollback, (e) => Effect.succeed(e.result))),
@@ -1028,7 +1101,7 @@ export const make = (options?: Options) =>
       // Inside a caller's transaction the session's transaction is a savepoint
       // of it, so the caller's commit or rollback decides for both.
       const outer = yield* Effect.serviceOption(SqlClient.TransactionConnection)
-      const conn: SqlConnection.Connection = Option.isSome(outer) ? outer.value[0] : yield* sql.reserve
+      const conn: SqlConnection.Connection = Option.isSome(outer) ? outer.value[0] : yield* reserve
       const statements = Option.isSome(outer)
         ? { begin: "SAVEPOINT chronicle_session", commit: "RELEASE SAVEPOINT chronicle_session", rollback: "ROLLBACK TO SAVEPOINT chronicle_session" }
         : { begin: "BEGIN", commit: "COMMIT", rollback: "ROLLBACK" }
@@ -1046,7 +1119,7 @@ export const make = (options?: Options) =>
         if (open) return Effect.void
         open = true
         return conn.executeUnprepared(statements.begin, [], undefined)
-      }).pipe(Effect.mapError(wrap("Opening a transaction failed")))
+      }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Opening a transaction failed")(e)))
       // Every statement of the transaction runs on its connection.
       const inTx = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
         Effect.provideService(
@@ -1054,9 +1127,28 @@ export const make = (options?: Options) =>
           SqlClient.TransactionConnection,
           [conn, Option.isSome(outer) ? outer.value[1] + 1 : 0] as const
         )
-      const notHad = (e: SqlError | EventStoreError) =>
-        e._tag === "SqlError" && (sqlState(e) === "55P03" || sqlState(e) === "40P01")
+      // A lock not had in time (55P03), or refused by the deadlock detector (40P01).
+      const notHad = (e: SqlError | EventStoreError): Storage.LockOutcome | undefined =>
+        e._tag !== "SqlError" ? undefined : sqlState(e) === "55P03" ? "TimedOut" : sqlState(e) === "40P01" ? "Deadlocked" : undefined
       const timeoutOf = (timeout: Duration.Duration) => `${Math.max(1, Math.round(Duration.toMillis(timeout)))}ms`
+      const setTimeout = (timeout: Duration.Duration) =>
+        `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`
+      const exec = (text: string) =>
+        conn.executeUnprepared(text, [], undefined) as unknown as Effect.Effect<ReadonlyArray<ReadonlyArray<{ previous: string }>>, SqlError>
+      // Locks, then undoes what a lock not had left (with `undo`), or fails.
+      const tryLock = (
+        id: string,
+        type: string,
+        tenant: string,
+        previous: string,
+        kept: Effect.Effect<unknown, SqlError>,
+        undo: Effect.Effect<unknown, SqlError>
+      ) =>
+        Effect.flatMap(Effect.either(inTx(prepared(names.lock, q.lock, [id, type, tenant, previous]))), (locked) => {
+          if (Either.isRight(locked)) return Effect.as(kept, "Locked" as const)
+          const outcome = notHad(locked.left)
+          return outcome === undefined ? Effect.fail(locked.left) : Effect.as(undo, outcome)
+        })
 
       // Under a lock time-out that ends with the lock: the save's own waits
       // stay unbounded, as PostgreSQL's default. The first lock of our own
@@ -1064,39 +1156,24 @@ export const make = (options?: Options) =>
       // lock, which restores the time-out once it has the row. Failing, it
       // leaves nothing to keep: the transaction rolls back and begins anew.
       const firstLock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
-        Effect.gen(function*() {
+        Effect.suspend(() => {
           open = true
-          const results = yield* conn.executeUnprepared(
-            `BEGIN; SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`,
-            [],
-            undefined
-          ) as unknown as Effect.Effect<ReadonlyArray<ReadonlyArray<{ previous: string }>>, SqlError>
-          const previous = results[1][0].previous
-          return yield* inTx(prepared(names.lock, q.lock, [id, type, tenant, previous])).pipe(
-            Effect.as(true),
-            Effect.catchIf(notHad, () =>
-              Effect.suspend(() => {
-                open = false
-                return Effect.as(conn.executeUnprepared(statements.rollback, [], undefined), false)
-              }))
-          )
+          return Effect.flatMap(exec(`BEGIN; ${setTimeout(timeout)}`), (results) =>
+            tryLock(id, type, tenant, results[1][0].previous, Effect.void, Effect.suspend(() => {
+              open = false
+              return exec(statements.rollback)
+            })))
         })
       // Later locks (or any in a caller's transaction) keep what the
       // transaction holds: a lock not had rolls back to a savepoint.
       const laterLock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
-        inTx(sql.withTransaction(Effect.gen(function*() {
-          const [{ previous }] = yield* sql.unsafe<{ previous: string }>(
-            `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)`,
-            [timeoutOf(timeout)]
-          )
-          yield* prepared(names.lock, q.lock, [id, type, tenant, previous])
-        }))).pipe(
-          Effect.as(true),
-          Effect.catchIf(notHad, () => Effect.succeed(false))
+        Effect.zipRight(
+          ensureOpen,
+          Effect.flatMap(exec(`SAVEPOINT chronicle_lock; ${setTimeout(timeout)}`), (results) =>
+            tryLock(id, type, tenant, results[1][0].previous, exec("RELEASE SAVEPOINT chronicle_lock"), exec("ROLLBACK TO SAVEPOINT chronicle_lock")))
         )
       const lock = (id: string, type: string, tenant: string, timeout: Duration.Duration) =>
         Effect.suspend(() => open ? laterLock(id, type, tenant, timeout) : firstLock(id, type, tenant, timeout)).pipe(
-          // A deadlock between two lockers is a lock not had: the other session keeps it.
           Effect.mapError((e) => e._tag === "SqlError" ? wrap(`Locking stream "${id}" failed`)(e) : e)
         )
 
@@ -1123,7 +1200,7 @@ export const make = (options?: Options) =>
         lock,
         commit
       } satisfies Storage.Transaction
-    }).pipe(Effect.mapError(wrap("Opening a transaction failed")))
+    }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Opening a transaction failed")(e)))
 
     const checkpointOf = (row: { tx_id: string; seq: string }): Storage.Checkpoint => ({
       txId: BigInt(row.tx_id),
@@ -1144,7 +1221,7 @@ export const make = (options?: Options) =>
     // lock, and the leader's next statement fails instead of writing as a zombie.
     const claim = (ref: Storage.ProjectionRef) =>
       Effect.gen(function*() {
-        const conn: SqlConnection.Connection = yield* sql.reserve
+        const conn: SqlConnection.Connection = yield* reserve
         const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
           Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
         const key = [`effect-chronicle:${schema}`, `${ref.name}@${ref.version}`]
@@ -1153,17 +1230,15 @@ export const make = (options?: Options) =>
           Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(options?.claimInterval ?? "500 millis") })
         )
         yield* Effect.addFinalizer(() => Effect.ignore(onConn(sql.unsafe(q.unlock, key))))
-        const inTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        // On the leader's connection, so that a lost leadership fails the batch.
+        const inTransaction = <A>(effect: Effect.Effect<A, SqlError>) =>
           Effect.uninterruptibleMask((restore) =>
             Effect.zipRight(
               conn.executeUnprepared("BEGIN", [], undefined),
-              restore(onConn(effect)).pipe(
-                Effect.onExit((exit) =>
-                  exit._tag === "Success"
-                    ? Effect.orDie(conn.executeUnprepared("COMMIT", [], undefined))
-                    : Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined))
-                )
-              )
+              Effect.flatMap(Effect.exit(restore(onConn(effect))), (exit) =>
+                exit._tag === "Success"
+                  ? Effect.as(conn.executeUnprepared("COMMIT", [], undefined), exit.value)
+                  : Effect.zipRight(Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)), exit))
             )
           )
         return {
