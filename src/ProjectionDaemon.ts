@@ -104,18 +104,21 @@ const processedCounter = Metric.counter("chronicle_projection_events_processed",
 const checkpointGauge = Metric.gauge("chronicle_projection_checkpoint")
 /** Events each projection has yet to process, as of the last status. */
 const lagGauge = Metric.gauge("chronicle_projection_lag")
+/** Failures of each projection's worker (each one is retried). */
+const failuresCounter = Metric.counter("chronicle_projection_failures", { incremental: true })
 
 /**
  * The daemon's metrics, tagged with `projection` (name) and `version`:
- * events processed (counter), checkpoint sequence and lag (gauges, the lag as
- * of the last `status`).
+ * events processed and worker failures (counters), checkpoint sequence and lag
+ * (gauges, the lag as of the last `status`).
  *
  * @since 0.1.0
  */
 export const metrics = {
   processed: processedCounter,
   checkpoint: checkpointGauge,
-  lag: lagGauge
+  lag: lagGauge,
+  failures: failuresCounter
 } as const
 
 const failure = (message: string) => new EventStoreError({ message })
@@ -123,9 +126,11 @@ const failure = (message: string) => new EventStoreError({ message })
 /**
  * Computes the document writes of one batch. Snapshots apply each stream's
  * events strictly in version order, exactly once: versions already in the
- * document are skipped, and versions missing before the batch's first (a
- * transaction that took its id early can commit a later version first) are
- * read from the stream, where committed versions are final.
+ * document are skipped, and when the batch misses versions of a stream
+ * (transaction-id order is not version order: a transaction that took its id
+ * early can write a later version than one with a higher id) the stream's
+ * versions up to the batch's last are read from the stream, where committed
+ * versions are final.
  *
  * @internal
  */
@@ -175,10 +180,15 @@ const applySnapshot = (
       events.sort((a, b) => a.version - b.version)
       const fresh = events.filter((e) => e.version > version)
       if (fresh.length === 0) continue
-      const missing = fresh[0].version > version + 1
-        ? yield* storage.readStream(streamId, { fromVersion: version + 1, toVersion: fresh[0].version - 1 })
-        : []
-      for (const stored of [...missing, ...fresh]) {
+      // Committing a version needs the stream row, which its previous version's
+      // writer holds until it commits: so when the batch skips versions, before
+      // its first or between two (a transaction with a lower id wrote a later
+      // version), every version up to its last is committed, and final.
+      const last = fresh[fresh.length - 1].version
+      const ordered = last - version === fresh.length
+        ? fresh
+        : yield* storage.readStream(streamId, { fromVersion: version + 1, toVersion: last })
+      for (const stored of ordered) {
         if (stored.version !== version + 1) {
           return yield* failure(`Projection ${projection.name}: stream "${streamId}" misses version ${version + 1}`)
         }
@@ -314,18 +324,21 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
           else yield* Effect.timeout(Queue.take(wake), pollInterval).pipe(Effect.ignore)
         }
       }))
+      const failed = Metric.increment(
+        Metric.tagged(Metric.tagged(failuresCounter, "projection", ref.name), "version", String(ref.version))
+      )
       // A failing worker gives up leadership and tries again, backing off; it never stops by itself.
       return lead.pipe(
         Effect.tapError((error) =>
           Effect.zipRight(
             Effect.sync(() => errors.set(key, error.message)),
-            Effect.logWarning(`Projection ${key} failed; retrying`, error)
+            Effect.zipRight(failed, Effect.logWarning(`Projection ${key} failed; retrying`, error))
           )
         ),
         Effect.catchAllDefect((defect) =>
           Effect.zipRight(
             Effect.sync(() => errors.set(key, String(defect))),
-            Effect.fail(failure(`Projection ${key} died: ${String(defect)}`))
+            Effect.zipRight(failed, Effect.fail(failure(`Projection ${key} died: ${String(defect)}`)))
           )
         ),
         Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))),

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
@@ -19,6 +20,7 @@ import pg from "pg"
 import { inject } from "vitest"
 import { Aggregate, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { ProviderJoined } from "../examples/provider-shift.js"
+import { Counter } from "./conformance.js"
 import { newId, pgStore, ScratchSchema } from "./support.js"
 
 const Shift = Aggregate.make({ name: "ProviderShift", events: ProviderJoined, initial: 0, evolve: (n) => n + 1 })
@@ -31,6 +33,8 @@ const Board = Projection.multiStream({
   evolve: (state, event) => ({ providers: [...state.providers, event.providerId] }),
   lifecycle: "Async"
 })
+
+const CounterAsync = Projection.snapshot(Counter, "Async")
 
 const join = (board: string, providerId: string) =>
   Session.run(Effect.zipRight(
@@ -69,6 +73,34 @@ it.live("transactions whose ids differ in digit count are projected in transacti
     yield* daemon.waitForNonStale({ timeout: "10 seconds" })
     assert.deepStrictEqual(yield* Session.run(Session.loadDocument(Board, board)), Option.some({ providers: ["p99", "p100"] }))
   }).pipe(Effect.scoped, Effect.provide(pgStore().layer([Board]))))
+
+it.live("a batch that skips a stream's version between two of its versions (transaction order is not version order) is projected without failing", () =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const schema = yield* ScratchSchema
+    const id = newId("counter")
+    // Version 3 by a transaction with a lower id than version 2's, as when a
+    // transaction takes its id before it waits for the stream: (tx, seq) order is 1, 3, 2.
+    yield* sql.unsafe(`INSERT INTO "${schema}".streams (id, type, version) VALUES ($1, 'Counter', 3)`, [id])
+    for (const [version, tx] of [[1, "10"], [2, "30"], [3, "20"]] as const) {
+      yield* sql.unsafe(
+        `INSERT INTO "${schema}".events (stream_id, version, type, stream_type, data, tx_id)
+         VALUES ($1, $2, 'Incremented', 'Counter', $3::jsonb, $4::xid8)`,
+        [id, version, JSON.stringify({ by: 1, command: `c${version}` }), tx]
+      )
+    }
+    const failures = Metric.tagged(Metric.tagged(ProjectionDaemon.metrics.failures, "projection", "Counter"), "version", "1")
+    const failedBefore = (yield* Metric.value(failures)).count
+    // Two events a batch: the first holds versions 1 and 3, not 2.
+    const daemon = yield* startDaemon({ pollInterval: "50 millis", batchSize: 2 })
+    yield* daemon.waitForNonStale({ timeout: "10 seconds" })
+    assert.deepStrictEqual(
+      yield* Session.run(Session.loadDocument(CounterAsync, id)),
+      Option.some({ total: 3, commands: ["c1", "c2", "c3"] })
+    )
+    assert.strictEqual((yield* Metric.value(failures)).count, failedBefore)
+    assert.isUndefined((yield* daemon.status)[0].error)
+  }).pipe(Effect.scoped, Effect.provide(pgStore().layer([CounterAsync]))))
 
 layer(pgStore().layer([Board]), { excludeTestServices: true })("projection daemon on postgres", (it) => {
   it.scoped("a transaction that takes a lower sequence and commits later is projected, never skipped", () =>
