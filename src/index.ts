@@ -39,6 +39,7 @@ export {
   EventEncodeError,
   EventStoreError,
   InvalidExpectedVersionError,
+  InvalidOptionError,
   InvalidStreamIdError,
   StreamExistsError,
   StreamLockedError
