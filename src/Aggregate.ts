@@ -127,7 +127,10 @@ export const jsonProblem = (value: unknown, path = "$", depth = 0): string | und
       return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot hold`
     case "object": {
       if (value === null) return undefined
-      if (depth >= maxJsonDepth) return `${path} is nested more than ${maxJsonDepth} levels deep`
+      if (depth >= maxJsonDepth) {
+        // The path of such a value is thousands of characters: its start says where.
+        return `${path.length > 60 ? `${path.slice(0, 60)}…` : path} is nested more than ${maxJsonDepth} levels deep`
+      }
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           if (value[i] === undefined) return `${path}[${i}] is undefined, which JSON turns into null`
