@@ -10,6 +10,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as SchemaAST from "effect/SchemaAST"
 import type { EventEnvelope } from "./EventEnvelope.js"
+import { textProblem } from "./internal/input.js"
 
 /**
  * An event-sourced aggregate definition.
@@ -90,26 +91,50 @@ const tagsOf = (ast: SchemaAST.AST): Array<string> | undefined => {
 }
 
 /**
+ * How deep a stored payload may nest (arrays and objects). PostgreSQL parses
+ * jsonb recursively under `max_stack_depth` (with its default 2 MB, between
+ * 12,000 and 20,000 levels) and V8 overflows its stack in `JSON.stringify` and
+ * `structuredClone` at a similar depth, so payloads are bounded well below both.
+ *
+ * @since 0.2.0
+ */
+export const maxJsonDepth = 1000
+
+// Set by `jsonProblem` when it met -0: jsonb stores it as 0, so the value is
+// then normalised to 0 on both stores (a copy, only on that rare path).
+let negativeZero = false
+
+/**
  * Why an encoded value would not come back the same from JSON (the storage
  * format of both stores), or undefined when it would. A Schema whose encoded
- * side is not JSON (a `Date` from `DateFromSelf`, `NaN`, a `bigint`) is
- * caught at the save instead of poisoning the stream for every later read.
+ * side is not JSON (a `Date` from `DateFromSelf`, `NaN`, a `bigint`), text
+ * PostgreSQL cannot hold (NUL, a lone surrogate, in a value or a key) or a
+ * payload nested deeper than `maxJsonDepth` is caught at the save instead of
+ * poisoning the stream for every later read, or failing on one store only.
  *
  * @internal
  */
-export const jsonProblem = (value: unknown, path = "$"): string | undefined => {
+export const jsonProblem = (value: unknown, path = "$", depth = 0): string | undefined => {
   switch (typeof value) {
-    case "string":
+    case "string": {
+      const problem = textProblem(value)
+      return problem === undefined ? undefined : `${path} holds ${problem}, which PostgreSQL cannot store`
+    }
     case "boolean":
       return undefined
     case "number":
+      if (value === 0 && 1 / value < 0) negativeZero = true
       return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot hold`
     case "object": {
       if (value === null) return undefined
+      if (depth >= maxJsonDepth) {
+        // The path of such a value is thousands of characters: its start says where.
+        return `${path.length > 60 ? `${path.slice(0, 60)}…` : path} is nested more than ${maxJsonDepth} levels deep`
+      }
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           if (value[i] === undefined) return `${path}[${i}] is undefined, which JSON turns into null`
-          const problem = jsonProblem(value[i], `${path}[${i}]`)
+          const problem = jsonProblem(value[i], `${path}[${i}]`, depth + 1)
           if (problem !== undefined) return problem
         }
         return undefined
@@ -121,7 +146,9 @@ export const jsonProblem = (value: unknown, path = "$"): string | undefined => {
       for (const key in value) {
         const field = (value as Record<string, unknown>)[key]
         if (field === undefined) continue // JSON drops it, as an absent optional field
-        const problem = jsonProblem(field, `${path}.${key}`)
+        const keyProblem = textProblem(key)
+        if (keyProblem !== undefined) return `${path} has a key holding ${keyProblem}, which PostgreSQL cannot store`
+        const problem = jsonProblem(field, `${path}.${key}`, depth + 1)
         if (problem !== undefined) return problem
       }
       return undefined
@@ -129,6 +156,26 @@ export const jsonProblem = (value: unknown, path = "$"): string | undefined => {
     default:
       return `${path} is a ${typeof value}, which JSON cannot hold`
   }
+}
+
+const withoutNegativeZero = (value: unknown): unknown => {
+  if (typeof value === "number") return value === 0 ? 0 : value
+  if (value === null || typeof value !== "object") return value
+  if (Array.isArray(value)) return value.map(withoutNegativeZero)
+  const copy: Record<string, unknown> = {}
+  for (const key in value) copy[key] = withoutNegativeZero((value as Record<string, unknown>)[key])
+  return copy
+}
+
+/**
+ * @internal the value as both stores keep it (`-0` as `0`, as jsonb does), or
+ * why it cannot be stored (see `jsonProblem`).
+ */
+export const toJson = (value: unknown): Either.Either<unknown, string> => {
+  negativeZero = false
+  const problem = jsonProblem(value)
+  if (problem !== undefined) return Either.left(problem)
+  return Either.right(negativeZero ? withoutNegativeZero(value) : value)
 }
 
 /** @internal */
@@ -146,8 +193,9 @@ export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
           }
           // The tag lives in the type column; the payload is stored without it.
           const { _tag, ...data } = encoded as Record<string, unknown>
-          const problem = jsonProblem(data)
-          return problem === undefined ? Either.right({ type: _tag as string, data }) : Either.left(problem)
+          const typeProblem = textProblem(_tag as string)
+          if (typeProblem !== undefined) return Either.left(`the event type holds ${typeProblem}, which PostgreSQL cannot store`)
+          return Either.map(toJson(data), (json) => ({ type: _tag as string, data: json }))
         }
       }),
     decode: (type, data) => {
@@ -175,10 +223,7 @@ export const makeStateCodec = <S, SI>(schema: Schema.Schema<S, SI>): StateCodec<
     encode: (state) =>
       Either.flatMap(
         Either.mapLeft(encode(state), (e) => ParseResult.TreeFormatter.formatErrorSync(e)),
-        (encoded) => {
-          const problem = jsonProblem(encoded)
-          return problem === undefined ? Either.right(encoded) : Either.left(problem)
-        }
+        toJson
       ),
     decode: (data) => Either.mapLeft(decode(data), (e) => ParseResult.TreeFormatter.formatErrorSync(e))
   }

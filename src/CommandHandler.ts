@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
-import type { ConcurrencyError, DeadlockError, StreamLockedError } from "./Errors.js"
+import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import type * as Session from "./Session.js"
 
@@ -50,7 +50,7 @@ export const make = <S, E, C, Err = never, R = never>(
 ) =>
 (command: C): Effect.Effect<
   HandlerResult<S, E>,
-  Err | ConcurrencyError | DeadlockError | StreamLockedError | Session.FetchError | Session.SaveError,
+  Err | ConcurrencyError | DeadlockError | StreamLockedError | InvalidOptionError | Session.FetchError | Session.SaveError,
   R | EventStore.EventStore
 > =>
   EventStore.writeToAggregate(

@@ -134,3 +134,21 @@ export class InvalidExpectedVersionError
       `it must be a whole number >= 0`
   }
 }
+
+/**
+ * An option no store can honour: a lock time-out that is infinite, NaN,
+ * negative or at least 2^31 ms (PostgreSQL's limit), or a PostgreSQL schema
+ * name that is not a plain identifier. Raised where the option is given (the
+ * call, or the store layer's construction); nothing is written.
+ *
+ * @since 0.2.0
+ */
+export class InvalidOptionError extends Schema.TaggedError<InvalidOptionError>()("InvalidOptionError", {
+  option: Schema.String,
+  value: Schema.Unknown,
+  reason: Schema.String
+}) {
+  get message(): string {
+    return `Invalid option ${this.option} (${String(this.value)}): ${this.reason}`
+  }
+}

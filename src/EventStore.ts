@@ -5,12 +5,14 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
-import type { ConcurrencyError, DeadlockError, StreamLockedError } from "./Errors.js"
+import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
+import { lockTimeout } from "./internal/input.js"
 import * as internal from "./internal/store.js"
 import * as Session from "./Session.js"
 
@@ -118,9 +120,12 @@ export const writeToAggregate = <S, E, Err, R>(
   options?: WriteOptions
 ): Effect.Effect<
   HandlerResult<S, E>,
-  Err | Session.FetchError | Session.SaveError | StreamLockedError,
+  Err | Session.FetchError | Session.SaveError | StreamLockedError | InvalidOptionError,
   Exclude<R, Session.Session> | EventStore
 > => {
+  // A bad time-out fails at the call, exclusive or not, before any session starts.
+  const timeout = options?.timeout === undefined ? undefined : lockTimeout("timeout", options.timeout)
+  if (timeout !== undefined && Either.isLeft(timeout)) return Effect.fail(timeout.left)
   const once = Session.run(Effect.gen(function*() {
     const session = yield* Session.Session
     const fetched = options?.exclusive

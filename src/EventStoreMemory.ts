@@ -4,9 +4,11 @@
  *
  * @since 0.1.0
  */
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type { InvalidOptionError } from "./Errors.js"
+import { lockTimeout } from "./internal/input.js"
 import * as StateCache from "./internal/stateCache.js"
 import { EventStore } from "./internal/store.js"
 import * as MemoryStorage from "./memory/MemoryStorage.js"
@@ -38,12 +40,13 @@ export interface Options {
  */
 export const make = (options?: Options) =>
   Effect.gen(function*() {
+    const defaultLockTimeout = yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
     const projections = yield* Projections
     const storage = yield* MemoryStorage.make
     return EventStore.of({
       storage,
       projections,
-      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds"),
+      defaultLockTimeout,
       liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
         ? StateCache.make(options.liveStateCache)
         : undefined
@@ -51,11 +54,12 @@ export const make = (options?: Options) =>
   })
 
 /**
- * An in-memory store with options.
+ * An in-memory store with options; fails with `InvalidOptionError` when one
+ * cannot be honoured (a lock time-out PostgreSQL would refuse).
  *
  * @since 0.1.0
  */
-export const layerWith = (options?: Options): Layer.Layer<EventStore, never, Projections> =>
+export const layerWith = (options?: Options): Layer.Layer<EventStore, InvalidOptionError, Projections> =>
   Layer.effect(EventStore, make(options))
 
 /**
@@ -63,4 +67,5 @@ export const layerWith = (options?: Options): Layer.Layer<EventStore, never, Pro
  *
  * @since 0.1.0
  */
-export const layer: Layer.Layer<EventStore, never, Projections> = layerWith()
+// The default options are valid: this layer cannot fail.
+export const layer: Layer.Layer<EventStore, never, Projections> = Layer.orDie(layerWith())

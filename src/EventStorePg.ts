@@ -6,10 +6,11 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type { EventStoreError } from "./Errors.js"
+import { type EventStoreError, InvalidOptionError } from "./Errors.js"
+import { lockTimeout } from "./internal/input.js"
 import * as StateCache from "./internal/stateCache.js"
 import { EventStore } from "./internal/store.js"
 import * as PgStorage from "./pg/PgStorage.js"
@@ -48,6 +49,9 @@ export interface Options {
   readonly readCombining?: boolean | undefined
 }
 
+// The names `PgStorage.quoteSchema` accepts.
+const schemaName = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+
 /**
  * Migrates the schema and builds the store over the `SqlClient` in context.
  *
@@ -56,6 +60,15 @@ export interface Options {
 export const make = (options?: Options) =>
   Effect.gen(function*() {
     const schema = options?.schema ?? "chronicle"
+    // Checked before anything touches the database: a bad option is a typed error, not a defect.
+    if (typeof schema !== "string" || !schemaName.test(schema)) {
+      return yield* new InvalidOptionError({
+        option: "schema",
+        value: schema,
+        reason: "must be a PostgreSQL identifier: a letter or _, then up to 62 letters, digits or _"
+      })
+    }
+    const defaultLockTimeout = yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
     yield* PgStorage.migrate(schema)
     const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval, writeCombining: options?.writeCombining,
       readCombining: options?.readCombining
@@ -64,7 +77,7 @@ export const make = (options?: Options) =>
     return EventStore.of({
       storage,
       projections,
-      defaultLockTimeout: Duration.decode(options?.lockTimeout ?? "5 seconds"),
+      defaultLockTimeout,
       liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
         ? StateCache.make(options.liveStateCache)
         : undefined
@@ -77,7 +90,9 @@ export const make = (options?: Options) =>
  *
  * @since 0.1.0
  */
-export const layer = (options?: Options): Layer.Layer<EventStore, EventStoreError, SqlClient.SqlClient | Projections> =>
+export const layer = (
+  options?: Options
+): Layer.Layer<EventStore, EventStoreError | InvalidOptionError, SqlClient.SqlClient | Projections> =>
   Layer.scoped(EventStore, make(options))
 
 /**
@@ -88,5 +103,9 @@ export const layer = (options?: Options): Layer.Layer<EventStore, EventStoreErro
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<EventStore, EventStoreError | ConfigError.ConfigError, SqlClient.SqlClient | Projections> =>
+): Layer.Layer<
+  EventStore,
+  EventStoreError | InvalidOptionError | ConfigError.ConfigError,
+  SqlClient.SqlClient | Projections
+> =>
   Layer.scoped(EventStore, Effect.flatMap(Config.unwrap(config), make))

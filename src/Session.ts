@@ -24,11 +24,13 @@ import {
   EventEncodeError,
   EventStoreError,
   InvalidExpectedVersionError,
+  type InvalidOptionError,
   InvalidStreamIdError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
 import type { EventEnvelope, EventMetadata } from "./EventEnvelope.js"
+import { lockTimeout, textProblem } from "./internal/input.js"
 import type * as StateCache from "./internal/stateCache.js"
 import { currentMetadata, currentTenant, EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
@@ -149,7 +151,7 @@ export interface SessionShape {
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
     options?: ExclusiveFetchOptions
-  ) => Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError>
+  ) => Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError | InvalidOptionError>
   readonly fetchLatest: <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string
@@ -223,6 +225,28 @@ interface Pending {
 }
 
 const identityKey = (aggregate: Aggregate.Any, id: string) => `${aggregate.name}\u0000${id}`
+
+// Metadata (`EventStore.withMetadata`) is held to the rules of payloads, so
+// that what PostgreSQL would refuse or change fails the same on both stores.
+const metadataJson = (metadata: EventMetadata): Either.Either<EventMetadata, string> => {
+  const { causationId, correlationId, headers } = metadata
+  const idProblem = metadataIdProblem("correlationId", correlationId) ?? metadataIdProblem("causationId", causationId)
+  if (idProblem !== undefined) return Either.left(idProblem)
+  if (headers === undefined) return Either.right(metadata)
+  if (headers === null || typeof headers !== "object" || Array.isArray(headers)) {
+    return Either.left(`metadata: headers must be an object, got ${headers === null ? "null" : Array.isArray(headers) ? "an array" : typeof headers}`)
+  }
+  const json = Aggregate.toJson(headers)
+  if (Either.isLeft(json)) return Either.left(`metadata: ${json.left.replace(/^\$/, "headers")}`)
+  return Either.right(json.right === headers ? metadata : { ...metadata, headers: json.right as Record<string, unknown> })
+}
+
+const metadataIdProblem = (name: string, id: unknown): string | undefined => {
+  if (id === undefined) return undefined
+  if (typeof id !== "string") return `metadata: ${name} must be a string, got ${id === null ? "null" : typeof id}`
+  const problem = textProblem(id)
+  return problem === undefined ? undefined : `metadata: ${name} holds ${problem}, which PostgreSQL cannot store`
+}
 
 // Checked synchronously: a bad id or expectation fails before any effect runs.
 const invalidInput = (id: string, expected: unknown): InvalidStreamIdError | InvalidExpectedVersionError | undefined => {
@@ -501,7 +525,9 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     Effect.gen(function*() {
       const invalid = invalidInput(id, options?.expectedVersion)
       if (invalid !== undefined) return yield* invalid
-      const timeout = options?.timeout === undefined ? store.defaultLockTimeout : Duration.decode(options.timeout)
+      const timeout = options?.timeout === undefined
+        ? store.defaultLockTimeout
+        : yield* lockTimeout("timeout", options.timeout)
       if (transaction === undefined) {
         // A scope of its own, so that the save can end it before the session does.
         const txScope = yield* Scope.make(ExecutionStrategy.sequential)
@@ -586,14 +612,34 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     entries: ReadonlyArray<Pending>
   ): Either.Either<Storage.CommitBatch, EventEncodeError> => {
     const streams: Array<Storage.StreamWrite> = []
+    // Events appended together share one metadata object: checked once.
+    let checked: EventMetadata | undefined
+    let checkedAs: EventMetadata | undefined
     for (const entry of entries) {
       const events: Array<Storage.NewEvent> = []
-      for (const { aggregate, event, metadata } of entry.events) {
+      for (let i = 0; i < entry.events.length; i++) {
+        const { aggregate, event } = entry.events[i]
         const encoded = aggregate.codec.encode(event)
         if (Either.isLeft(encoded)) {
           return Either.left(
             new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: encoded.left })
           )
+        }
+        let metadata = entry.events[i].metadata
+        if (metadata !== checked) {
+          const json = metadataJson(metadata)
+          if (Either.isLeft(json)) {
+            return Either.left(
+              new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: json.left })
+            )
+          }
+          checked = metadata
+          checkedAs = json.right
+        }
+        if (checkedAs !== metadata) {
+          // Normalised (-0 in a header): the envelopes carry what is stored.
+          metadata = checkedAs!
+          entry.events[i] = { ...entry.events[i], metadata }
         }
         events.push({ type: encoded.right.type, data: encoded.right.data, metadata })
       }
@@ -938,7 +984,7 @@ export const fetchForExclusiveWriting = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
   options?: ExclusiveFetchOptions
-): Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError, Session> =>
+): Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError | InvalidOptionError, Session> =>
   Effect.flatMap(Session, (session) => session.fetchForExclusiveWriting(aggregate, id, options))
 
 /**

@@ -6,6 +6,7 @@
  */
 import * as Effect from "effect/Effect"
 import { InvalidStreamIdError } from "./Errors.js"
+import { textProblem } from "./internal/input.js"
 
 /**
  * The longest stream id accepted, in UTF-16 code units.
@@ -24,9 +25,10 @@ export const invalidReason = (id: unknown): string | undefined => {
   if (id.length === 0) return "must not be empty"
   if (id.trim().length === 0) return "must not be only white space"
   if (id.length > maxLength) return `must be at most ${maxLength} characters, got ${id.length}`
-  // PostgreSQL text cannot hold NUL; rejecting it here keeps both stores alike.
-  if (id.includes("\u0000")) return "must not contain a NUL character"
-  return undefined
+  // PostgreSQL text cannot hold NUL and folds lone surrogates into U+FFFD (two
+  // ids would become one stream there): rejecting both keeps the stores alike.
+  const problem = textProblem(id)
+  return problem === undefined ? undefined : `must not contain ${problem}`
 }
 
 /**

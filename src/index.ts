@@ -40,6 +40,7 @@ export {
   EventEncodeError,
   EventStoreError,
   InvalidExpectedVersionError,
+  InvalidOptionError,
   InvalidStreamIdError,
   StreamExistsError,
   StreamLockedError

@@ -3,6 +3,7 @@
  * the in-memory store and PostgreSQL. Ports Marten's FetchForWriting specs.
  */
 import { assert, describe, layer } from "@effect/vitest"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -11,7 +12,7 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import { Aggregate, CommandHandler, EventStore, Projection, ProjectionDaemon, Session } from "effect-chronicle"
+import { Aggregate, CommandHandler, EventStore, type EventMetadata, Projection, ProjectionDaemon, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated, OrderReady, OrderShipped } from "../examples/order.js"
 import { newId, type StoreUnderTest } from "./support.js"
 
@@ -61,6 +62,22 @@ const Notes = Aggregate.make({
   initial: [] as ReadonlyArray<string>,
   evolve: (state, event) => [...state, event.text]
 })
+
+// Events that carry anything, and event types PostgreSQL cannot store, for the table of bad inputs.
+class Anything extends Schema.TaggedClass<Anything>()("Anything", { value: Schema.Unknown }) {}
+class NulTyped extends Schema.TaggedClass<NulTyped>()("Nul\u0000Typed", {}) {}
+class SurrogateTyped extends Schema.TaggedClass<SurrogateTyped>()("Surrogate\uD800Typed", {}) {}
+const Loose = Aggregate.make({
+  name: "Loose",
+  events: Schema.Union(Anything, NulTyped, SurrogateTyped),
+  initial: 0,
+  evolve: (n) => n + 1
+})
+const nested = (depth: number): unknown => {
+  let value: unknown = "bottom"
+  for (let i = 0; i < depth; i++) value = i % 2 === 0 ? [value] : { a: value }
+  return value
+}
 
 const storeFor = (store: StoreUnderTest, lifecycle: Projection.Lifecycle) => {
   const base = store.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Order, lifecycle), Projection.snapshot(Counter, lifecycle)])
@@ -955,6 +972,146 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           const error = yield* Effect.flip(Session.run(Session.fetchForWriting(Order, id)))
           assert.deepInclude(error, { _tag: "EventDecodeError", streamId: id, version: 2, eventType: "ItemReady" })
           assert.include(error.message, "Expected string")
+        }))
+
+      // One table of bad inputs: each is the same typed error on both stores, naming the field, and writes nothing.
+      const badEvents: Array<[string, unknown, EventMetadata, RegExp]> = [
+        ["a NUL in a payload string", new Anything({ value: { text: "a\u0000b" } }), {}, /\$\.value\.text holds a NUL character/],
+        ["a lone high surrogate in a payload string", new Anything({ value: "a\uD800b" }), {}, /\$\.value holds a lone surrogate \(\\uD800\)/],
+        ["a lone low surrogate in a payload string", new Anything({ value: ["\uDC00"] }), {}, /\$\.value\[0\] holds a lone surrogate \(\\uDC00\)/],
+        ["a surrogate pair reversed in a payload string", new Anything({ value: "\uDC00\uD800" }), {}, /lone surrogate \(\\uDC00\)/],
+        ["a NUL in a payload key", new Anything({ value: { "k\u0000": 1 } }), {}, /\$\.value has a key holding a NUL character/],
+        ["a lone surrogate in a payload key", new Anything({ value: { "k\uDBFF": 1 } }), {}, /\$\.value has a key holding a lone surrogate/],
+        ["a NUL in the event type", new NulTyped(), {}, /the event type holds a NUL character/],
+        ["a lone surrogate in the event type", new SurrogateTyped(), {}, /the event type holds a lone surrogate/],
+        ["a bigint in a payload", new Anything({ value: { n: 1n } }), {}, /\$\.value\.n is a bigint/],
+        ["a function in a payload", new Anything({ value: { f: () => 1 } }), {}, /\$\.value\.f is a function/],
+        ["a Date in a payload", new Anything({ value: new Date(0) }), {}, /\$\.value is a Date/],
+        ["a payload nested 100,000 deep", new Anything({ value: nested(100_000) }), {}, /nested more than 1000 levels deep/],
+        ["a payload nested 1,001 deep", new Anything({ value: nested(1000) }), {}, /nested more than 1000 levels deep/],
+        ["a bigint in a header", new Anything({ value: 1 }), { headers: { n: 1n } }, /metadata: headers\.n is a bigint/],
+        ["a function in a header", new Anything({ value: 1 }), { headers: { f: () => 1 } }, /metadata: headers\.f is a function/],
+        ["a Date in a header", new Anything({ value: 1 }), { headers: { at: new Date(0) } }, /metadata: headers\.at is a Date/],
+        ["a NUL in a header", new Anything({ value: 1 }), { headers: { h: "a\u0000" } }, /metadata: headers\.h holds a NUL character/],
+        ["a NUL in a header key", new Anything({ value: 1 }), { headers: { "h\u0000": "a" } }, /metadata: headers has a key holding a NUL/],
+        ["a lone surrogate in a header", new Anything({ value: 1 }), { headers: { h: ["\uD83D"] } }, /metadata: headers\.h\[0\] holds a lone surrogate/],
+        ["headers nested 100,000 deep", new Anything({ value: 1 }), { headers: { h: nested(100_000) } }, /metadata: headers\.h.* is nested more than 1000/],
+        ["headers that are not an object", new Anything({ value: 1 }), { headers: [1] as any }, /metadata: headers must be an object, got an array/],
+        ["a NUL in a correlation id", new Anything({ value: 1 }), { correlationId: "c\u0000" }, /metadata: correlationId holds a NUL character/],
+        ["a lone surrogate in a causation id", new Anything({ value: 1 }), { causationId: "c\uDFFF" }, /metadata: causationId holds a lone surrogate/],
+        ["a correlation id that is not a string", new Anything({ value: 1 }), { correlationId: 42 as any }, /metadata: correlationId must be a string, got number/]
+      ]
+      for (const [label, event, metadata, message] of badEvents) {
+        it.effect(`${label} is an EventEncodeError naming it, and nothing is written`, () =>
+          Effect.gen(function*() {
+            const id = newId("bad")
+            const other = newId("bad")
+            const error = yield* Effect.flip(Session.run(Effect.gen(function*() {
+              // A valid stream in the same save: it is not written either.
+              yield* Session.append(Loose, other, [new Anything({ value: 1 })])
+              yield* EventStore.withMetadata(Session.append(Loose, id, [event as Anything]), metadata)
+              return yield* Session.saveChanges
+            })))
+            assert.strictEqual(error._tag, "EventEncodeError")
+            assert.deepInclude(error, { streamId: id, eventType: (event as { _tag: string })._tag })
+            assert.match(error.message, message)
+            assert.strictEqual(yield* versionOf(id), 0)
+            assert.strictEqual(yield* versionOf(other), 0)
+          }))
+      }
+
+      for (const [label, id] of [["high", "order-\uD800"], ["low", "order-\uDC00x"]] as const) {
+        it.effect(`a stream id holding a lone ${label} surrogate is an InvalidStreamIdError (PostgreSQL would fold it into U+FFFD)`, () =>
+          Effect.gen(function*() {
+            for (
+              const attempt of [
+                Session.fetchForWriting(Order, id),
+                Session.fetchForExclusiveWriting(Order, id),
+                Session.readStream(id),
+                Effect.zipRight(Session.append(Order, id, [created("a")]), Session.saveChanges)
+              ] as const
+            ) {
+              const error = yield* Effect.flip(Session.run(attempt as Effect.Effect<unknown, any, Session.Session>))
+              assert.deepInclude(error, { _tag: "InvalidStreamIdError", streamId: id })
+              assert.include(error.reason, "lone surrogate")
+            }
+            assert.strictEqual(yield* versionOf("order-\uFFFD"), 0)
+          }))
+      }
+
+      it.effect("what is valid next to the bad inputs is stored and read back exactly: surrogate pairs, 1,000 levels of nesting, -0 as 0", () =>
+        Effect.gen(function*() {
+          const id = newId("𝄞-pair")
+          const value = { text: "𝄞 \uD83D\uDE00", "key 𝄞": true, deep: nested(998), zero: -0, zeros: [-0, { z: -0 }] }
+          yield* Session.run(EventStore.withMetadata(
+            Effect.zipRight(Session.append(Loose, id, [new Anything({ value })]), Session.saveChanges),
+            { correlationId: "c-𝄞", headers: { zero: -0, deep: nested(999) } }
+          ))
+          const [stored] = yield* Session.run(Session.readStream(id))
+          const data = stored.data as { value: typeof value }
+          assert.strictEqual(data.value.text, value.text)
+          assert.isTrue(data.value["key 𝄞"])
+          assert.deepStrictEqual(data.value.deep, nested(998))
+          // jsonb stores -0 as 0: both stores keep 0, in payloads and headers alike.
+          assert.isTrue(Object.is(data.value.zero, 0))
+          assert.isTrue(Object.is(data.value.zeros[0], 0))
+          assert.isTrue(Object.is((data.value.zeros[1] as { z: number }).z, 0))
+          assert.isTrue(Object.is(stored.headers.zero, 0))
+          assert.deepStrictEqual(stored.headers.deep, nested(999))
+          assert.strictEqual(stored.correlationId, "c-𝄞")
+        }))
+
+      const badTimeouts: Array<[string, Duration.DurationInput]> = [
+        ["Infinity", Number.POSITIVE_INFINITY],
+        ["an infinite Duration", Duration.infinity],
+        ["NaN", Number.NaN],
+        ["negative", -1],
+        ["a negative string", "-5 millis"],
+        ["2^31 ms", 2 ** 31],
+        ["25 days", "25 days"],
+        ["not a Duration", "soon" as Duration.DurationInput]
+      ]
+      for (const [label, timeout] of badTimeouts) {
+        it.effect(`a lock time-out of ${label} is an InvalidOptionError at the call, and nothing is written or locked`, () =>
+          Effect.gen(function*() {
+            const id = newId("order")
+            const attempts = [
+              Session.run(Effect.zipRight(Session.fetchForExclusiveWriting(Order, id, { timeout }), Session.saveChanges)),
+              EventStore.writeToAggregate(Order, id, (stream) => stream.appendOne(created("a")), { exclusive: true, timeout }),
+              CommandHandler.make(Order, { id: (c: string) => c, decide: () => [created("a")], exclusive: true, timeout })(id)
+            ]
+            for (const attempt of attempts) {
+              const error = yield* Effect.flip(attempt as Effect.Effect<unknown, any, EventStore.EventStore>)
+              assert.deepInclude(error, { _tag: "InvalidOptionError", option: "timeout" })
+              assert.isTrue(Object.is(error.value, timeout))
+            }
+            assert.strictEqual(yield* versionOf(id), 0)
+            // Nothing was left locked: another exclusive fetch gets the stream at once.
+            yield* Session.run(Session.fetchForExclusiveWriting(Order, id, { timeout: "1 second" }))
+          }))
+      }
+
+      it.effect("the longest valid lock time-out (2^31 - 1 ms) works on both stores", () =>
+        Effect.gen(function*() {
+          const id = newId("order")
+          const result = yield* EventStore.writeToAggregate(Order, id, (stream) => stream.appendOne(created("a")), {
+            exclusive: true,
+            timeout: 2 ** 31 - 1
+          })
+          assert.strictEqual(result.version, 1)
+        }))
+
+      it.effect("a store lockTimeout option no store can honour is an InvalidOptionError when the layer is built", () =>
+        Effect.gen(function*() {
+          for (const [, lockTimeout] of badTimeouts) {
+            const error = yield* Effect.flip(Effect.scoped(Layer.build(store.withLockTimeout(lockTimeout))))
+            assert.deepInclude(error, { _tag: "InvalidOptionError", option: "lockTimeout" })
+          }
+          const ok = yield* Effect.scoped(Effect.flatMap(Layer.build(store.withLockTimeout(2 ** 31 - 1)), (context) =>
+            EventStore.writeToAggregate(Order, newId("order"), (stream) => stream.appendOne(created("a")), { exclusive: true })
+              .pipe(Effect.provide(context))
+          ))
+          assert.strictEqual(ok.version, 1)
         }))
 
       it.effect("an interrupted save writes nothing", () =>

@@ -470,13 +470,18 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       ])
     }).pipe(Effect.scoped, Effect.provide(scratchSchema().pipe(Layer.provideMerge(pgClient())))))
 
-  it.live("a schema name that is not an identifier is refused before any SQL runs", () =>
+  it.live("a schema name that is not an identifier is an InvalidOptionError when the layer is built, before any SQL runs", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(Layer.build(
-        EventStorePg.layer({ schema: "x; DROP TABLE y" }).pipe(Layer.provide(Projections.layer([])))
-      ))
-      assert.isTrue(exit._tag === "Failure")
-      assert.include(String(exit._tag === "Failure" ? exit.cause : ""), "Invalid PostgreSQL schema name")
+      const sql = yield* SqlClient.SqlClient
+      for (const schema of ["x; DROP TABLE y", "", "1abc", "a".repeat(64), "sch\u0000ema", 42 as unknown as string]) {
+        const error = yield* Effect.flip(Layer.build(
+          EventStorePg.layer({ schema }).pipe(Layer.provide(Projections.layer([])))
+        ))
+        assert.deepInclude(error, { _tag: "InvalidOptionError", option: "schema", value: schema })
+        assert.include(error.message, "PostgreSQL identifier")
+      }
+      const created = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname LIKE 'x;%'`
+      assert.strictEqual(created[0].n, 0)
     }).pipe(Effect.scoped, Effect.provide(pgClient())))
 
   it.live("fetchLatest of an unknown stream is None on a fresh store", () =>

@@ -4,6 +4,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -36,11 +37,14 @@ export interface StoreUnderTest {
   readonly layer: (
     projections: ReadonlyArray<Projection.Projection>
   ) => Layer.Layer<any, any, never>
+  /** The store with a lock time-out option, no projections (for option validation). */
+  readonly withLockTimeout: (lockTimeout: Duration.DurationInput) => Layer.Layer<any, any, never>
 }
 
 export const memoryStore: StoreUnderTest = {
   name: "memory",
-  layer: (projections) => EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer(projections)))
+  layer: (projections) => EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer(projections))),
+  withLockTimeout: (lockTimeout) => EventStoreMemory.layerWith({ lockTimeout }).pipe(Layer.provideMerge(Projections.layer([])))
 }
 
 const variantOf = (options?: { readonly liveStateCache?: number }) =>
@@ -49,7 +53,9 @@ const variantOf = (options?: { readonly liveStateCache?: number }) =>
 export const memoryStoreWith = (options: { readonly liveStateCache?: number }): StoreUnderTest => ({
   name: "memory",
   variant: variantOf(options),
-  layer: (projections) => EventStoreMemory.layerWith(options).pipe(Layer.provideMerge(Projections.layer(projections)))
+  layer: (projections) => EventStoreMemory.layerWith(options).pipe(Layer.provideMerge(Projections.layer(projections))),
+  withLockTimeout: (lockTimeout) =>
+    EventStoreMemory.layerWith({ ...options, lockTimeout }).pipe(Layer.provideMerge(Projections.layer([])))
 })
 
 export const pgStore = (options?: { readonly maxConnections?: number; readonly liveStateCache?: number }): StoreUnderTest => ({
@@ -58,6 +64,15 @@ export const pgStore = (options?: { readonly maxConnections?: number; readonly l
   layer: (projections) =>
     Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
       EventStorePg.layer({ schema, liveStateCache: options?.liveStateCache }).pipe(Layer.provideMerge(Projections.layer(projections)))
+    )).pipe(
+      Layer.provideMerge(scratchSchema()),
+      Layer.provideMerge(pgClient(options))
+    ),
+  withLockTimeout: (lockTimeout) =>
+    Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
+      EventStorePg.layer({ schema, lockTimeout, liveStateCache: options?.liveStateCache }).pipe(
+        Layer.provideMerge(Projections.layer([]))
+      )
     )).pipe(
       Layer.provideMerge(scratchSchema()),
       Layer.provideMerge(pgClient(options))
