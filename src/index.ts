@@ -40,6 +40,7 @@ export {
   EventStoreError,
   InvalidExpectedVersionError,
   InvalidStreamIdError,
+  InvalidTenantIdError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
