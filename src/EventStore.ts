@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -167,7 +168,7 @@ export const writeToAggregate = <S, E, Err, R>(
     const { events, stream } = collectAppended(fetched)
     yield* f(stream)
     const saved = yield* session.saveChanges
-    const known = session.known(aggregate, id)
+    const known = session.known(aggregate, id, yield* FiberRef.get(internal.currentTenant))
     const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
     return {
       streamId: id,

@@ -34,7 +34,9 @@ interface LoggedEvent extends Storage.StoredEvent {
  * @since 0.1.0
  */
 export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
+  // Keyed by (tenant, id): a stream's identity, as the PostgreSQL primary key.
   const streams = new Map<string, StreamRow>()
+  const streamKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
   const log: Array<LoggedEvent> = []
   let commits = 0
   // Wakes projection daemons waiting for new events.
@@ -42,6 +44,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   const notify = () => listeners.forEach((listener) => listener())
   // One mutex per stream stands in for PostgreSQL's row lock on the stream.
   const locks = new Map<string, Effect.Semaphore>()
+  // Keyed by streamKey: the lock of one tenant's stream never blocks another tenant's.
   const lockOf = (id: string) => {
     let lock = locks.get(id)
     if (lock === undefined) {
@@ -53,9 +56,9 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
 
   // Reads yield to other fibers, as real I/O would, so that concurrent
   // commands interleave between fetch and save here as they do on a server.
-  const readStream = (id: string, options?: Storage.ReadOptions) =>
+  const readStream = (tenantId: string, id: string, options?: Storage.ReadOptions) =>
     Effect.zipLeft(Effect.sync((): ReadonlyArray<Storage.StoredEvent> => {
-      const row = streams.get(id)
+      const row = streams.get(streamKey(tenantId, id))
       if (row === undefined) return []
       const from = options?.fromVersion ?? 1
       const to = options?.toVersion ?? Number.POSITIVE_INFINITY
@@ -64,20 +67,21 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     }), Effect.yieldNow())
 
   const documents = new Map<string, Storage.StoredDocument>()
-  const docKey = (ref: Storage.DocumentRef) => `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.id}`
+  const docKey = (ref: Storage.DocumentRef) =>
+    `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.tenantId}\u0000${ref.id}`
   const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
     Effect.sync(() => refs.flatMap((ref) => {
       const doc = documents.get(docKey(ref))
       return doc === undefined ? [] : [structuredClone(doc)]
     }))
 
-  const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
+  const loadSnapshot = (tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
     Effect.zipLeft(Effect.sync((): Storage.SnapshotLoad => {
       const snapshot = [...projectionVersions].sort((a, b) => b - a)
-        .map((projectionVersion) => documents.get(docKey({ projection, projectionVersion, id })))
+        .map((projectionVersion) => documents.get(docKey({ projection, projectionVersion, tenantId, id })))
         .find((doc) => doc !== undefined)
       const after = snapshot?.streamVersion ?? 0
-      const events = streams.get(id)?.events ?? []
+      const events = streams.get(streamKey(tenantId, id))?.events ?? []
       return {
         snapshot: snapshot === undefined ? undefined : structuredClone(snapshot),
         tail: events.filter((e) => e.version > after)
@@ -90,7 +94,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   const apply = (batch: Storage.CommitBatch, now: number): Either.Either<Storage.CommitResult, EventStoreError> => {
     const conflicts: Array<Storage.Conflict> = []
     for (const write of batch.streams) {
-      const actual = streams.get(write.streamId)?.version ?? 0
+      const actual = streams.get(streamKey(batch.tenantId, write.streamId))?.version ?? 0
       if (write.expected !== "any" && write.expected !== actual) {
         conflicts.push({ streamId: write.streamId, expected: write.expected, actual })
       }
@@ -99,7 +103,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     const timestamp = new Date(now)
     let sequence = log.length
     const committed = batch.streams.map((write): Storage.CommittedStream => {
-      const previousVersion = streams.get(write.streamId)?.version ?? 0
+      const previousVersion = streams.get(streamKey(batch.tenantId, write.streamId))?.version ?? 0
       const events = write.events.map((_, i): Storage.AppendedEvent => ({
         version: previousVersion + i + 1,
         sequence: ++sequence,
@@ -120,10 +124,10 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     const commit = ++commits
     batch.streams.forEach((write, s) => {
       if (write.events.length === 0) return
-      let row = streams.get(write.streamId)
+      let row = streams.get(streamKey(batch.tenantId, write.streamId))
       if (row === undefined) {
         row = { aggregateType: write.aggregateType, version: 0, events: [] }
-        streams.set(write.streamId, row)
+        streams.set(streamKey(batch.tenantId, write.streamId), row)
       }
       write.events.forEach((event, i) => {
         const position = committed[s].events[i]
@@ -153,7 +157,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   }
 
   const commitWith = (held: ReadonlySet<string>) => (batch: Storage.CommitBatch) => {
-    const ids = batch.streams.map((s) => s.streamId).filter((id) => !held.has(id)).sort()
+    const ids = batch.streams.map((s) => streamKey(batch.tenantId, s.streamId)).filter((id) => !held.has(id)).sort()
     const applyNow = Effect.flatMap(Clock.currentTimeMillis, (now) => apply(batch, now))
     // withPermits waits interruptibly, so an interrupted save gives up its place and writes nothing.
     return ids.reduceRight<Effect.Effect<Storage.CommitResult, EventStoreError>>(
@@ -170,8 +174,9 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       return Effect.forEach(ids, (id) => lockOf(id).release(1), { discard: true })
     })
     yield* Effect.addFinalizer(() => releaseAll)
-    const lock = (id: string, _type: string, _tenant: string, timeout: Duration.Duration) =>
-      held.has(id) ? Effect.succeed(true) : Effect.uninterruptibleMask((restore) =>
+    const lock = (streamId: string, _type: string, tenantId: string, timeout: Duration.Duration) => {
+      const id = streamKey(tenantId, streamId)
+      return held.has(id) ? Effect.succeed(true) : Effect.uninterruptibleMask((restore) =>
         restore(Effect.timeoutOption(lockOf(id).take(1), timeout)).pipe(
           Effect.map((taken) => {
             if (Option.isSome(taken)) held.add(id)
@@ -179,6 +184,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
           })
         )
       )
+    }
     return {
       readStream,
       loadSnapshot,
