@@ -152,3 +152,19 @@ export class InvalidOptionError extends Schema.TaggedError<InvalidOptionError>()
     return `Invalid option ${this.option} (${String(this.value)}): ${this.reason}`
   }
 }
+
+/**
+ * A tenant id that cannot name a tenant: not a string, empty or blank, too
+ * long, or holding a character PostgreSQL text cannot store (NUL, a lone
+ * UTF-16 surrogate). Nothing is run, so nothing is written.
+ *
+ * @since 0.2.0
+ */
+export class InvalidTenantIdError extends Schema.TaggedError<InvalidTenantIdError>()("InvalidTenantIdError", {
+  tenantId: Schema.Unknown,
+  reason: Schema.String
+}) {
+  get message(): string {
+    return `Invalid tenant id ${JSON.stringify(this.tenantId)}: ${this.reason}`
+  }
+}

@@ -6,11 +6,13 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
 import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "./Errors.js"
+import { InvalidTenantIdError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
 import { lockTimeout } from "./internal/input.js"
 import * as internal from "./internal/store.js"
@@ -44,14 +46,48 @@ export type EventStoreShape = internal.EventStoreShape
 export const defaultTenant = internal.defaultTenant
 
 /**
- * Runs an effect with the tenant id that its appends are recorded with.
+ * The longest tenant id accepted, in UTF-16 code units.
+ *
+ * @since 0.2.0
+ */
+export const maxTenantIdLength = 200
+
+/**
+ * Returns the reason a tenant id is invalid, or `undefined` when it is valid.
+ *
+ * @since 0.2.0
+ */
+export const invalidTenantReason = (tenantId: unknown): string | undefined => {
+  if (typeof tenantId !== "string") return `must be a string, got ${tenantId === null ? "null" : typeof tenantId}`
+  if (tenantId.length === 0) return "must not be empty"
+  if (tenantId.trim().length === 0) return "must not be only white space"
+  if (tenantId.length > maxTenantIdLength) return `must be at most ${maxTenantIdLength} characters, got ${tenantId.length}`
+  // PostgreSQL text cannot hold NUL nor an unpaired surrogate; rejecting them keeps both stores alike.
+  if (tenantId.includes("\u0000")) return "must not contain a NUL character"
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(tenantId)) {
+    return "must not contain a lone UTF-16 surrogate"
+  }
+  return undefined
+}
+
+/**
+ * Runs an effect in a tenant: every read, fetch, lock, save and document
+ * inside it is scoped to that tenant (a stream's identity is the pair
+ * (tenant, id)). A bad tenant id fails with `InvalidTenantIdError` before the
+ * effect runs, so nothing is written.
  *
  * @since 0.1.0
  */
 export const withTenant: {
-  (tenantId: string): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string): Effect.Effect<A, E, R>
-} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string) => Effect.locally(self, internal.currentTenant, tenantId))
+  (tenantId: string): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | InvalidTenantIdError, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string): Effect.Effect<A, E | InvalidTenantIdError, R>
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, tenantId: string): Effect.Effect<A, E | InvalidTenantIdError, R> =>
+  Effect.suspend((): Effect.Effect<A, E | InvalidTenantIdError, R> => {
+    const reason = invalidTenantReason(tenantId)
+    return reason === undefined
+      ? Effect.locally(self, internal.currentTenant, tenantId)
+      : Effect.fail(new InvalidTenantIdError({ tenantId, reason }))
+  }))
 
 /**
  * Runs an effect with the metadata (correlation, causation, headers) that
@@ -137,7 +173,7 @@ export const writeToAggregate = <S, E, Err, R>(
     const { events, stream } = collectAppended(fetched)
     yield* f(stream)
     const saved = yield* session.saveChanges
-    const known = session.known(aggregate, id)
+    const known = session.known(aggregate, id, yield* FiberRef.get(internal.currentTenant))
     const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
     return {
       streamId: id,

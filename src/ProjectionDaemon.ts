@@ -144,6 +144,8 @@ export const applyBatch = (
     ? applySnapshot(storage, worker, projection, batch)
     : applyMultiStream(worker, projection, batch)
 
+const tenantKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
+
 const applySnapshot = (
   storage: Storage.Storage,
   worker: Pick<Storage.ProjectionWorker, "readDocuments">,
@@ -153,21 +155,29 @@ const applySnapshot = (
   Effect.gen(function*() {
     const aggregate = projection.aggregate
     const codec = Aggregate.stateCodec(aggregate)!
+    // A stream's identity is (tenant, id): each tenant's events go into that tenant's snapshot.
     const byStream = new Map<string, Array<Storage.StoredEvent>>()
     for (const event of batch) {
       if (event.streamType !== aggregate.name) continue
-      let list = byStream.get(event.streamId)
-      if (list === undefined) byStream.set(event.streamId, list = [])
+      const key = tenantKey(event.tenantId, event.streamId)
+      let list = byStream.get(key)
+      if (list === undefined) byStream.set(key, list = [])
       list.push(event)
     }
     if (byStream.size === 0) return []
     const docs = yield* worker.readDocuments(
-      Array.from(byStream.keys(), (id) => ({ projection: projection.name, projectionVersion: projection.version, id }))
+      Array.from(byStream.values(), ([{ streamId, tenantId }]) => ({
+        projection: projection.name,
+        projectionVersion: projection.version,
+        tenantId,
+        id: streamId
+      }))
     )
-    const current = new Map(docs.map((d) => [d.id, d]))
+    const current = new Map(docs.map((d) => [tenantKey(d.tenantId, d.id), d]))
     const writes: Array<Storage.DocumentWrite> = []
-    for (const [streamId, events] of byStream) {
-      const doc = current.get(streamId)
+    for (const [key, events] of byStream) {
+      const { streamId, tenantId } = events[0]
+      const doc = current.get(key)
       let version = doc?.streamVersion ?? 0
       let state: Option.Option<unknown> = Option.none()
       if (doc !== undefined) {
@@ -187,7 +197,7 @@ const applySnapshot = (
       const last = fresh[fresh.length - 1].version
       const ordered = last - version === fresh.length
         ? fresh
-        : yield* storage.readStream(streamId, { fromVersion: version + 1, toVersion: last })
+        : yield* storage.readStream(tenantId, streamId, { fromVersion: version + 1, toVersion: last })
       for (const stored of ordered) {
         if (stored.version !== version + 1) {
           return yield* failure(`Projection ${projection.name}: stream "${streamId}" misses version ${version + 1}`)
@@ -203,7 +213,14 @@ const applySnapshot = (
       if (Either.isLeft(encoded)) {
         return yield* failure(`Projection ${projection.name}: snapshot of "${streamId}" does not encode: ${encoded.left}`)
       }
-      writes.push({ projection: projection.name, projectionVersion: projection.version, id: streamId, data: encoded.right, streamVersion: version })
+      writes.push({
+        projection: projection.name,
+        projectionVersion: projection.version,
+        tenantId,
+        id: streamId,
+        data: encoded.right,
+        streamVersion: version
+      })
     }
     return writes
   })
@@ -214,6 +231,7 @@ const applyMultiStream = (
   batch: ReadonlyArray<Storage.StoredEvent>
 ) =>
   Effect.gen(function*() {
+    // Documents are per tenant: key k of tenant a and key k of tenant b are two documents.
     const keyed: Array<{ key: string; envelope: EventEnvelope<unknown> }> = []
     for (const stored of batch) {
       if (view.codec.tags !== undefined && !view.codec.tags.has(stored.type)) continue
@@ -228,17 +246,22 @@ const applyMultiStream = (
       if (key !== undefined) keyed.push({ key, envelope })
     }
     if (keyed.length === 0) return []
-    const refs = Array.from(new Set(keyed.map((k) => k.key)), (id) => ({
-      projection: view.name,
-      projectionVersion: view.version,
-      id
-    }))
-    const docs = new Map((yield* worker.readDocuments(refs)).map((d) => [d.id, d]))
+    const refs = new Map<string, Storage.DocumentRef>()
+    for (const { envelope, key } of keyed) {
+      refs.set(tenantKey(envelope.tenantId, key), {
+        projection: view.name,
+        projectionVersion: view.version,
+        tenantId: envelope.tenantId,
+        id: key
+      })
+    }
+    const docs = new Map((yield* worker.readDocuments(Array.from(refs.values()))).map((d) => [tenantKey(d.tenantId, d.id), d]))
     const states = new Map<string, unknown>()
     for (const { envelope, key } of keyed) {
-      let state = states.get(key)
+      const docKey = tenantKey(envelope.tenantId, key)
+      let state = states.get(docKey)
       if (state === undefined) {
-        const doc = docs.get(key)
+        const doc = docs.get(docKey)
         if (doc === undefined) state = view.initial
         else {
           const decoded = view.stateCodec.decode(doc.data)
@@ -248,13 +271,14 @@ const applyMultiStream = (
           state = decoded.right
         }
       }
-      states.set(key, view.evolve(state, envelope.data, envelope))
+      states.set(docKey, view.evolve(state, envelope.data, envelope))
     }
     const writes: Array<Storage.DocumentWrite> = []
-    for (const [key, state] of states) {
+    for (const [docKey, state] of states) {
+      const { id: key, tenantId } = refs.get(docKey)!
       const encoded = view.stateCodec.encode(state)
       if (Either.isLeft(encoded)) return yield* failure(`Projection ${view.name}: document "${key}" does not encode: ${encoded.left}`)
-      writes.push({ projection: view.name, projectionVersion: view.version, id: key, data: encoded.right, streamVersion: null })
+      writes.push({ projection: view.name, projectionVersion: view.version, tenantId, id: key, data: encoded.right, streamVersion: null })
     }
     return writes
   })

@@ -182,7 +182,7 @@ export interface SessionShape {
     key: string
   ) => Effect.Effect<Option.Option<S>, EventStoreError>
   /** @internal the identity-map entry of a stream: its state and version as this session last knew them. */
-  readonly known: (aggregate: Aggregate.Any, id: string) => Option.Option<Known<any>>
+  readonly known: (aggregate: Aggregate.Any, id: string, tenantId: string) => Option.Option<Known<any>>
 }
 
 /**
@@ -216,6 +216,8 @@ interface PendingEvent {
 
 interface Pending {
   readonly aggregate: Aggregate.Any
+  /** The tenant in effect when the stream was first fetched or appended to: half its identity. */
+  readonly tenantId: string
   readonly streamId: string
   /** start: `startStream` (a taken id is StreamExistsError); otherwise an optimistic expectation. */
   mode: "fetched" | "start" | "append"
@@ -224,7 +226,9 @@ interface Pending {
   readonly events: Array<PendingEvent>
 }
 
-const identityKey = (aggregate: Aggregate.Any, id: string) => `${aggregate.name}\u0000${id}`
+// A stream's identity is (tenant, id): two tenants' streams of one id never share an entry.
+const streamKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
+const identityKey = (aggregate: Aggregate.Any, tenantId: string, id: string) => `${aggregate.name}\u0000${tenantId}\u0000${id}`
 
 // Metadata (`EventStore.withMetadata`) is held to the rules of payloads, so
 // that what PostgreSQL would refuse or change fails the same on both stores.
@@ -393,10 +397,11 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
 
   const load = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
+    tenant: string,
     id: string,
     options?: Storage.ReadOptions
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
-    Effect.flatMap(ops().readStream(id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
+    Effect.flatMap(ops().readStream(tenant, id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
 
   // Live aggregates of a store that keeps states: the kept state plus the
   // events after it. Inside a caller's transaction the cache is not used at
@@ -404,68 +409,73 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   // REPEATABLE READ) may be older than what was kept.
   const loadKept = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
+    tenant: string,
     id: string,
     codec: Aggregate.StateCodec<S>,
     cache: StateCache.StateCache
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
     Effect.flatMap(storage.joined, (joined): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
-      if (joined) return load(aggregate, id)
+      if (joined) return load(aggregate, tenant, id)
+      const key = streamKey(tenant, id)
       // Folds `rows` onto `from` and keeps the result, with the sequence of its last event.
       const foldAndKeep = (from: Option.Option<S>, version: number, rows: ReadonlyArray<Storage.StoredEvent>) =>
         Effect.map(foldRows(aggregate, from, version, rows), (loaded) => {
           if (rows.length > 0 && Option.isSome(loaded.state)) {
             const data = codec.encode(loaded.state.value)
             if (Either.isRight(data)) {
-              cache.set(id, { aggregate, version: loaded.version, sequence: rows[rows.length - 1].sequence, data: data.right })
+              cache.set(key, { aggregate, version: loaded.version, sequence: rows[rows.length - 1].sequence, data: data.right })
             }
           }
           return loaded
         })
-      const loadAll = () => Effect.flatMap(ops().readStream(id), (rows) => foldAndKeep(Option.none(), 0, rows))
-      const kept = cache.get(id, aggregate)
+      const loadAll = () => Effect.flatMap(ops().readStream(tenant, id), (rows) => foldAndKeep(Option.none(), 0, rows))
+      const kept = cache.get(key, aggregate)
       if (kept === undefined) return loadAll()
       const state = codec.decode(kept.data)
       if (Either.isLeft(state)) {
-        cache.delete(id)
+        cache.delete(key)
         return loadAll()
       }
       // The tail starts at the kept event itself: the same sequence there proves the
       // stream is the one that was kept (not one reset or restored under this process).
-      return Effect.flatMap(ops().readStream(id, { fromVersion: kept.version }), (rows) => {
+      return Effect.flatMap(ops().readStream(tenant, id, { fromVersion: kept.version }), (rows) => {
         if (rows.length === 0 || rows[0].version !== kept.version || rows[0].sequence !== kept.sequence) {
-          cache.delete(id)
+          cache.delete(key)
           return loadAll()
         }
         return rows.length === 1
           ? Effect.succeed<Loaded<S>>({ version: kept.version, state: Option.some(state.right) })
           : foldAndKeep(Option.some(state.right), kept.version, rows.slice(1))
-      }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(id))))
+      }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(key))))
     })
 
   // Inline and Async aggregates: the stored snapshot plus the events after it,
   // in one round trip. An Inline snapshot is current, so no event is read.
   const loadLatest = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
+    tenant: string,
     id: string
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
     const versions = registry.storedSnapshotVersionsOf(aggregate)
     const codec = Aggregate.stateCodec(aggregate)
-    if (codec === undefined) return load(aggregate, id)
-    if (versions.length === 0) return liveStates === undefined ? load(aggregate, id) : loadKept(aggregate, id, codec, liveStates)
-    return Effect.flatMap(ops().loadSnapshot(id, aggregate.name, versions), ({ snapshot, tail }) => {
+    if (codec === undefined) return load(aggregate, tenant, id)
+    if (versions.length === 0) {
+      return liveStates === undefined ? load(aggregate, tenant, id) : loadKept(aggregate, tenant, id, codec, liveStates)
+    }
+    return Effect.flatMap(ops().loadSnapshot(tenant, id, aggregate.name, versions), ({ snapshot, tail }) => {
       if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail)
       const decoded = codec.decode(snapshot.data)
       // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
-      if (Either.isLeft(decoded)) return load(aggregate, id)
+      if (Either.isLeft(decoded)) return load(aggregate, tenant, id)
       return foldRows(aggregate, Option.some(decoded.right), snapshot.streamVersion ?? 0, tail)
     })
   }
 
-  const pendingFor = (aggregate: Aggregate.Any, id: string, mode: Pending["mode"], expected: Storage.Expected) => {
-    let entry = pending.get(id)
+  const pendingFor = (aggregate: Aggregate.Any, tenant: string, id: string, mode: Pending["mode"], expected: Storage.Expected) => {
+    let entry = pending.get(streamKey(tenant, id))
     if (entry === undefined) {
-      entry = { aggregate, streamId: id, mode, expected, enforce: false, events: [] }
-      pending.set(id, entry)
+      entry = { aggregate, tenantId: tenant, streamId: id, mode, expected, enforce: false, events: [] }
+      pending.set(streamKey(tenant, id), entry)
     } else {
       entry.mode = mode
       entry.expected = expected
@@ -475,11 +485,12 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
 
   const push = (entry: Pending, aggregate: Aggregate.Any, events: Iterable<unknown>, metadata: EventMetadata) => {
     let target = entry
-    if (pending.get(entry.streamId) !== entry) {
+    const key = streamKey(entry.tenantId, entry.streamId)
+    if (pending.get(key) !== entry) {
       // A stream used again after its save: the next save expects the version this session saved.
-      const known = identity.get(identityKey(entry.aggregate, entry.streamId))
+      const known = identity.get(identityKey(entry.aggregate, entry.tenantId, entry.streamId))
       const expected = known !== undefined && known.saved ? known.version : entry.expected
-      target = pending.get(entry.streamId) ?? pendingFor(entry.aggregate, entry.streamId, entry.mode, expected)
+      target = pending.get(key) ?? pendingFor(entry.aggregate, entry.tenantId, entry.streamId, entry.mode, expected)
     }
     for (const event of events) target.events.push({ aggregate, event, metadata })
   }
@@ -491,6 +502,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
 
   const streamFor = <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
+    tenant: string,
     id: string,
     loaded: Loaded<S>,
     options: FetchOptions | undefined
@@ -501,9 +513,9 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
       )
     }
     // The last fetch of a stream sets the expectation its pending action is saved with.
-    const entry = pendingFor(aggregate, id, "fetched", loaded.version)
+    const entry = pendingFor(aggregate, tenant, id, "fetched", loaded.version)
     if (options?.alwaysEnforceConsistency) entry.enforce = true
-    identity.set(identityKey(aggregate, id), { state: loaded.state, version: loaded.version, saved: false })
+    identity.set(identityKey(aggregate, tenant, id), { state: loaded.state, version: loaded.version, saved: false })
     return Effect.succeed({
       id,
       aggregate: loaded.state,
@@ -515,10 +527,11 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   }
 
   const fetchForWriting: SessionShape["fetchForWriting"] = (aggregate, id, options) =>
-    Effect.suspend((): Effect.Effect<EventStream<any, any>, FetchError> => {
+    Effect.withFiberRuntime((fiber): Effect.Effect<EventStream<any, any>, FetchError> => {
       const invalid = invalidInput(id, options?.expectedVersion)
       if (invalid !== undefined) return Effect.fail(invalid)
-      return Effect.flatMap(loadLatest(aggregate, id), (loaded) => streamFor(aggregate, id, loaded, options))
+      const tenant = fiber.getFiberRef(currentTenant)
+      return Effect.flatMap(loadLatest(aggregate, tenant, id), (loaded) => streamFor(aggregate, tenant, id, loaded, options))
     })
 
   const fetchForExclusiveWriting: SessionShape["fetchForExclusiveWriting"] = (aggregate, id, options) =>
@@ -540,32 +553,34 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
         return yield* new StreamLockedError({ streamId: id, timeoutMillis: Duration.toMillis(timeout) })
       }
       if (locked === "Deadlocked") return yield* new DeadlockError({ streamIds: [id] })
-      const loaded = yield* loadLatest(aggregate, id)
-      return yield* streamFor(aggregate, id, loaded, options)
+      const loaded = yield* loadLatest(aggregate, tenant, id)
+      return yield* streamFor(aggregate, tenant, id, loaded, options)
     })
 
   const aggregateStream: SessionShape["aggregateStream"] = (aggregate, id, options) =>
     Effect.zipRight(
       StreamId.validate(id),
       Effect.map(
-        load(aggregate, id, { toVersion: options?.version, toTimestamp: options?.timestamp }),
+        Effect.flatMap(FiberRef.get(currentTenant), (tenant) => load(aggregate, tenant, id, { toVersion: options?.version, toTimestamp: options?.timestamp })),
         (loaded) => loaded.state
       )
     )
 
   const fetchLatest: SessionShape["fetchLatest"] = (aggregate, id) =>
-    Effect.suspend(() => {
-      const known = identity.get(identityKey(aggregate, id))
+    Effect.withFiberRuntime((fiber) => {
+      const tenant = fiber.getFiberRef(currentTenant)
+      const known = identity.get(identityKey(aggregate, tenant, id))
       // After our own save the identity map holds the newest state we can know of.
       if (known !== undefined && known.saved) return Effect.succeed(known.state)
-      return Effect.zipRight(StreamId.validate(id), Effect.map(loadLatest(aggregate, id), (loaded) => loaded.state))
+      return Effect.zipRight(StreamId.validate(id), Effect.map(loadLatest(aggregate, tenant, id), (loaded) => loaded.state))
     })
 
   const loadDocument: SessionShape["loadDocument"] = (projection, key) =>
     Effect.gen(function*() {
       const codec = projection._tag === "Snapshot" ? Aggregate.stateCodec(projection.aggregate) : projection.stateCodec
       if (codec === undefined) return Option.none()
-      const docs = yield* ops().readDocuments([{ projection: projection.name, projectionVersion: projection.version, id: key }])
+      const tenantId = yield* FiberRef.get(currentTenant)
+      const docs = yield* ops().readDocuments([{ projection: projection.name, projectionVersion: projection.version, tenantId, id: key }])
       if (docs.length === 0) return Option.none()
       const decoded = codec.decode(docs[0].data)
       if (Either.isLeft(decoded)) {
@@ -580,25 +595,30 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     Effect.zipRight(
       StreamId.validate(id),
       Effect.map(
-        ops().readStream(id, {
-          fromVersion: options?.fromVersion,
-          toVersion: options?.toVersion,
-          toTimestamp: options?.timestamp
-        }),
+        Effect.flatMap(FiberRef.get(currentTenant), (tenant) =>
+          ops().readStream(tenant, id, {
+            fromVersion: options?.fromVersion,
+            toVersion: options?.toVersion,
+            toTimestamp: options?.timestamp
+          })),
         (rows) => rows.map((row) => toEnvelope<unknown>(row, row.data))
       )
     )
 
   const startStream: SessionShape["startStream"] = (aggregate, id, events) =>
-    Effect.flatMap(StreamId.validate(id), () => appendTo(pendingFor(aggregate, id, "start", 0), aggregate, events))
+    Effect.flatMap(
+      Effect.zipRight(StreamId.validate(id), FiberRef.get(currentTenant)),
+      (tenant) => appendTo(pendingFor(aggregate, tenant, id, "start", 0), aggregate, events)
+    )
 
   const append: SessionShape["append"] = (aggregate, id, events, options) =>
     Effect.withFiberRuntime((fiber) => {
       const invalid = invalidInput(id, options?.expectedVersion)
       if (invalid !== undefined) return Effect.fail(invalid)
-      const existing = pending.get(id)
+      const tenant = fiber.getFiberRef(currentTenant)
+      const existing = pending.get(streamKey(tenant, id))
       const entry = existing === undefined
-        ? pendingFor(aggregate, id, "append", options?.expectedVersion ?? "any")
+        ? pendingFor(aggregate, tenant, id, "append", options?.expectedVersion ?? "any")
         : existing
       if (existing !== undefined && options?.expectedVersion !== undefined) {
         entry.expected = options.expectedVersion
@@ -686,7 +706,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   // stream with no events, None when the session does not know.
   const knownAt = (entry: Pending, version: Storage.Expected): Option.Option<Option.Option<unknown>> => {
     if (version === 0) return Option.some(Option.none())
-    const known = identity.get(identityKey(entry.aggregate, entry.streamId))
+    const known = identity.get(identityKey(entry.aggregate, entry.tenantId, entry.streamId))
     return known !== undefined && known.version === version ? Option.some(known.state) : Option.none()
   }
 
@@ -698,7 +718,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     tenantId: string,
     computed: Option.Option<unknown> | undefined
   ) => {
-    const key = identityKey(entry.aggregate, entry.streamId)
+    const key = identityKey(entry.aggregate, entry.tenantId, entry.streamId)
     if (computed !== undefined) {
       identity.set(key, { state: computed, version: committed.version, saved: true })
       return
@@ -742,7 +762,14 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
           computed.set(entry.streamId, probed)
           const version = (entry.expected as number) + entry.events.length
           for (const p of snapshots) {
-            documents.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId, data: encoded.right, streamVersion: version })
+            documents.push({
+              projection: p.name,
+              projectionVersion: p.version,
+              tenantId: batch.tenantId,
+              id: entry.streamId,
+              data: encoded.right,
+              streamVersion: version
+            })
           }
           return
         }
@@ -768,7 +795,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
         for (const { baseline, entry } of slow) {
           if (Option.isSome(baseline)) continue
           for (const p of registry.inlineSnapshotsOf(entry.aggregate)) {
-            refs.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId })
+            refs.push({ projection: p.name, projectionVersion: p.version, tenantId: batch.tenantId, id: entry.streamId })
           }
         }
         viewEvents = []
@@ -802,7 +829,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
               const key = view.key(envelope)
               if (key === undefined) return
               viewEvents.push({ view, key, envelope })
-              refs.push({ projection: view.name, projectionVersion: view.version, id: key })
+              refs.push({ projection: view.name, projectionVersion: view.version, tenantId: batch.tenantId, id: key })
             })
           })
         }
@@ -833,7 +860,14 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
             computed.set(entry.streamId, state)
             const encoded = encodeSnapshot(entry.aggregate, entry.streamId, state)
             if (Either.isLeft(encoded)) return Either.left(encoded.left)
-            writes.push({ projection: p.name, projectionVersion: p.version, id: entry.streamId, data: encoded.right, streamVersion: c.version })
+            writes.push({
+              projection: p.name,
+              projectionVersion: p.version,
+              tenantId: batch.tenantId,
+              id: entry.streamId,
+              data: encoded.right,
+              streamVersion: c.version
+            })
           }
         }
         const views = new Map<string, { view: Projection.MultiStream; key: string; state: unknown }>()
@@ -861,7 +895,14 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
           if (Either.isLeft(encoded)) {
             return Either.left(new EventStoreError({ message: `Projection ${view.name}: document "${key}" does not encode: ${encoded.left}` }))
           }
-          writes.push({ projection: view.name, projectionVersion: view.version, id: key, data: encoded.right, streamVersion: null })
+          writes.push({
+            projection: view.name,
+            projectionVersion: view.version,
+            tenantId: batch.tenantId,
+            id: key,
+            data: encoded.right,
+            streamVersion: null
+          })
         }
         return Either.right(writes)
       }
@@ -906,13 +947,28 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   // dropped (a retry fetches again), and the transaction of an exclusive fetch
   // ends, giving back its locks and its connection.
   const saveChanges: Effect.Effect<SaveResult, SaveError> = Effect.withFiberRuntime((fiber) => {
-    const saving = new Map(pending)
+    const all = Array.from(pending.values())
     pending.clear()
-    const effect = save(transaction?.transaction, saving, fiber.getFiberRef(currentTenant))
+    // A commit is one tenant's (the port's batch carries one tenant): pending work
+    // of several tenants in one session is refused whole, so nothing is written.
+    const working = all.filter((entry) => entry.events.length > 0 || entry.enforce)
+    const tenants = new Set(working.map((entry) => entry.tenantId))
+    const tenantId = working.length === 0 ? fiber.getFiberRef(currentTenant) : working[0].tenantId
+    const saving = new Map(all.filter((entry) => entry.tenantId === tenantId).map((entry) => [entry.streamId, entry]))
+    const effect: Effect.Effect<SaveResult, SaveError> = tenants.size > 1
+      ? Effect.fail(
+        new EventStoreError({
+          message: `A session saves the streams of one tenant at a time; this one has pending changes in tenants ${
+            Array.from(tenants).map((t) => JSON.stringify(t)).join(", ")
+          }`
+        })
+      )
+      : save(transaction?.transaction, saving, tenantId)
     return transactionScope === undefined ? effect : Effect.ensuring(effect, endTransaction)
   })
 
-  const known: SessionShape["known"] = (aggregate, id) => Option.fromNullable(identity.get(identityKey(aggregate, id)))
+  const known: SessionShape["known"] = (aggregate, id, tenantId) =>
+    Option.fromNullable(identity.get(identityKey(aggregate, tenantId, id)))
 
   return {
     session: {

@@ -75,13 +75,15 @@ export interface StreamWrite {
 
 /**
  * Names one stored document: a snapshot (keyed by stream id) or a multi-stream
- * view (keyed by its own key), of one version of one projection.
+ * view (keyed by its own key), of one version of one projection, in one
+ * tenant (documents of two tenants never share a key).
  *
  * @since 0.1.0
  */
 export interface DocumentRef {
   readonly projection: string
   readonly projectionVersion: number
+  readonly tenantId: string
   readonly id: string
 }
 
@@ -124,7 +126,8 @@ export interface InlineWork {
 }
 
 /**
- * Everything one save writes, atomically.
+ * Everything one save writes, atomically. Its streams are all of `tenantId`:
+ * a stream's identity is the pair (tenant, id).
  *
  * @since 0.1.0
  */
@@ -216,13 +219,14 @@ export interface SnapshotLoad {
  * @since 0.1.0
  */
 export interface Operations {
-  /** The stream's events in version order (empty for a stream with no events). */
-  readonly readStream: (streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
+  /** The tenant's stream's events in version order (empty for a stream with no events). */
+  readonly readStream: (tenantId: string, streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
   /**
    * In one round trip: the stream's stored snapshot of the newest of
    * `projectionVersions` that has one, and the events after it (all events without one).
    */
   readonly loadSnapshot: (
+    tenantId: string,
     streamId: string,
     projection: string,
     projectionVersions: ReadonlyArray<number>
@@ -242,8 +246,8 @@ export interface Operations {
  */
 export interface Transaction extends Operations {
   /**
-   * Locks a stream, also one that does not exist yet. A lock not had (in
-   * time, or for a deadlock) leaves the transaction usable, with the locks it held.
+   * Locks the tenant's stream, also one that does not exist yet. A lock not had
+   * (in time, or for a deadlock) leaves the transaction usable, with the locks it held.
    */
   readonly lock: (
     streamId: string,

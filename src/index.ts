@@ -42,6 +42,7 @@ export {
   InvalidExpectedVersionError,
   InvalidOptionError,
   InvalidStreamIdError,
+  InvalidTenantIdError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"

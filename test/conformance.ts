@@ -632,12 +632,12 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
             }),
             hostile
           )
-          const read = yield* Session.run(Session.readStream(id))
+          const read = yield* EventStore.withTenant(Session.run(Session.readStream(id)), hostile)
           assert.deepStrictEqual(read.map((e) => [e.version, e.type, e.data, e.tenantId, e.correlationId, e.headers]), [
             [1, Noted._tag, { text: hostile, n: 1.5e300 }, hostile, hostile, { [hostile]: hostile }],
             [2, Noted._tag, { text: "", n: -0.000001 }, hostile, hostile, { [hostile]: hostile }]
           ])
-          const bounded = yield* Session.run(Session.readStream(id, { fromVersion: 2, toVersion: 2 }))
+          const bounded = yield* EventStore.withTenant(Session.run(Session.readStream(id, { fromVersion: 2, toVersion: 2 })), hostile)
           assert.deepStrictEqual(bounded.map((e) => [e.version, e.data]), [[2, { text: "", n: -0.000001 }]])
           const state = yield* EventStore.withTenant(Session.run(Session.aggregateStream(Notes, id)), hostile)
           assert.deepStrictEqual(state, Option.some([hostile, ""]))
@@ -647,8 +647,10 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
         Effect.gen(function*() {
           const id = newId("order")
           yield* EventStore.withTenant(seed(id, [created("a")]), "acme")
-          const events = yield* Session.run(Session.readStream(id))
+          const events = yield* EventStore.withTenant(Session.run(Session.readStream(id)), "acme")
           assert.strictEqual(events[0].tenantId, "acme")
+          // The stream is acme's: the default tenant has no stream of that id.
+          assert.deepStrictEqual(yield* Session.run(Session.readStream(id)), [])
         }))
     })
 

@@ -470,6 +470,46 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       ])
     }).pipe(Effect.scoped, Effect.provide(scratchSchema().pipe(Layer.provideMerge(pgClient())))))
 
+  it.live("migration 4 moves a schema of migrations 1-3 to (tenant, id) identity with its data intact", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const sql = yield* SqlClient.SqlClient
+      const s = `"${schema}"`
+      // The schema as 0.1 left it: migrations 1-3, a stream of tenant a with an Inline snapshot.
+      yield* sql.unsafe(`CREATE SCHEMA ${s}`)
+      yield* sql.unsafe(`CREATE TABLE ${s}.migrations (id int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+      for (const m of migrations.filter((m) => m.id <= 3)) {
+        yield* sql.unsafe(m.sql(s))
+        yield* sql.unsafe(`INSERT INTO ${s}.migrations (id, name) VALUES ($1, $2)`, [m.id, m.name])
+      }
+      const id = newId("order")
+      yield* sql.unsafe(`INSERT INTO ${s}.streams (id, type, version, tenant_id) VALUES ($1, 'Order', 1, 'a')`, [id])
+      yield* sql.unsafe(
+        `INSERT INTO ${s}.events (stream_id, version, type, stream_type, data, tenant_id) VALUES ($1, 1, 'OrderCreated', 'Order', $2::jsonb, 'a')`,
+        [id, JSON.stringify({ items: [{ name: "x", ready: false }] })]
+      )
+      yield* sql.unsafe(
+        `INSERT INTO ${s}.documents (projection, projection_version, id, data, stream_version) VALUES ('Order', 1, $1, $2::jsonb, 1)`,
+        [id, JSON.stringify({ items: [{ name: "x", ready: false }], ready: false, shipped: false })]
+      )
+      const OrderInline = Projection.snapshot(Order, "Inline")
+      yield* Effect.gen(function*() {
+        // Data intact, in its tenant; the snapshot took its stream's tenant.
+        const read = yield* EventStore.withTenant(Session.run(Session.readStream(id)), "a")
+        assert.deepStrictEqual(read.map((e) => [e.version, e.type, e.tenantId]), [[1, "OrderCreated", "a"]])
+        const doc = yield* EventStore.withTenant(Session.run(Session.loadDocument(OrderInline, id)), "a")
+        assert.deepStrictEqual(Option.map(doc, (d) => d.items.map((i) => i.name)), Option.some(["x"]))
+        // Tenancy works: b starts its own stream of the same id.
+        yield* EventStore.withTenant(Session.run(Effect.zipRight(Session.startStream(Order, id, [created("y")]), Session.saveChanges)), "b")
+        const readB = yield* EventStore.withTenant(Session.run(Session.readStream(id)), "b")
+        assert.deepStrictEqual(readB.map((e) => [e.version, e.tenantId]), [[1, "b"]])
+        const docB = yield* EventStore.withTenant(Session.run(Session.loadDocument(OrderInline, id)), "b")
+        assert.deepStrictEqual(Option.map(docB, (d) => d.items.map((i) => i.name)), Option.some(["y"]))
+        const applied = yield* sql.unsafe<{ id: number }>(`SELECT id FROM ${s}.migrations ORDER BY id`)
+        assert.deepStrictEqual(applied.map((r) => Number(r.id)), migrations.map((m) => m.id))
+      }).pipe(Effect.provide(EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([OrderInline])))))
+    }).pipe(Effect.scoped, Effect.provide(scratchSchema().pipe(Layer.provideMerge(pgClient())))))
+
   it.live("a schema name that is not an identifier is an InvalidOptionError when the layer is built, before any SQL runs", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

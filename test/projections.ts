@@ -32,9 +32,9 @@ const resetCalls = () => {
 const spy = (storage: Storage.Storage): Storage.Storage => {
   const wrap = <T extends Storage.Operations>(ops: T): T => ({
     ...ops,
-    readStream: (id, options) => Effect.zipRight(Effect.sync(() => calls.readStream++), ops.readStream(id, options)),
-    loadSnapshot: (id, p, versions) =>
-      Effect.tap(ops.loadSnapshot(id, p, versions), (r) =>
+    readStream: (tenant, id, options) => Effect.zipRight(Effect.sync(() => calls.readStream++), ops.readStream(tenant, id, options)),
+    loadSnapshot: (tenant, id, p, versions) =>
+      Effect.tap(ops.loadSnapshot(tenant, id, p, versions), (r) =>
         Effect.sync(() => calls.loadSnapshot.push({ snapshot: r.snapshot !== undefined, tail: r.tail.length }))),
     commit: (batch) =>
       Effect.zipRight(

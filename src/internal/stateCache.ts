@@ -1,6 +1,7 @@
 /**
  * The store-wide cache of Live aggregate states (opt-in): per stream, the
  * encoded state of one aggregate at a version, least recently used first out.
+ * Keyed by the stream's identity, (tenant, id), as the session builds it.
  *
  * @internal
  */

@@ -34,20 +34,23 @@ interface LoggedEvent extends Storage.StoredEvent {
  * @since 0.1.0
  */
 export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
+  // Keyed by (tenant, id): a stream's identity, as the PostgreSQL primary key.
   const streams = new Map<string, StreamRow>()
+  const streamKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
   const log: Array<LoggedEvent> = []
   let commits = 0
   // Wakes projection daemons waiting for new events.
   const listeners = new Set<() => void>()
   const notify = () => listeners.forEach((listener) => listener())
-  // One lock per stream stands in for PostgreSQL's row lock on the stream.
+  // One lock per stream, keyed by streamKey (one tenant's lock never blocks
+  // another's), stands in for PostgreSQL's row lock on the stream.
   const locks = Locks.make()
 
   // Reads yield to other fibers, as real I/O would, so that concurrent
   // commands interleave between fetch and save here as they do on a server.
-  const readStream = (id: string, options?: Storage.ReadOptions) =>
+  const readStream = (tenantId: string, id: string, options?: Storage.ReadOptions) =>
     Effect.zipLeft(Effect.sync((): ReadonlyArray<Storage.StoredEvent> => {
-      const row = streams.get(id)
+      const row = streams.get(streamKey(tenantId, id))
       if (row === undefined) return []
       const from = options?.fromVersion ?? 1
       const to = options?.toVersion ?? Number.POSITIVE_INFINITY
@@ -56,20 +59,21 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     }), Effect.yieldNow())
 
   const documents = new Map<string, Storage.StoredDocument>()
-  const docKey = (ref: Storage.DocumentRef) => `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.id}`
+  const docKey = (ref: Storage.DocumentRef) =>
+    `${ref.projection}\u0000${ref.projectionVersion}\u0000${ref.tenantId}\u0000${ref.id}`
   const readDocuments = (refs: ReadonlyArray<Storage.DocumentRef>) =>
     Effect.sync(() => refs.flatMap((ref) => {
       const doc = documents.get(docKey(ref))
       return doc === undefined ? [] : [structuredClone(doc)]
     }))
 
-  const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
+  const loadSnapshot = (tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
     Effect.zipLeft(Effect.sync((): Storage.SnapshotLoad => {
       const snapshot = [...projectionVersions].sort((a, b) => b - a)
-        .map((projectionVersion) => documents.get(docKey({ projection, projectionVersion, id })))
+        .map((projectionVersion) => documents.get(docKey({ projection, projectionVersion, tenantId, id })))
         .find((doc) => doc !== undefined)
       const after = snapshot?.streamVersion ?? 0
-      const events = streams.get(id)?.events ?? []
+      const events = streams.get(streamKey(tenantId, id))?.events ?? []
       return {
         snapshot: snapshot === undefined ? undefined : structuredClone(snapshot),
         tail: events.filter((e) => e.version > after)
@@ -82,7 +86,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   const apply = (batch: Storage.CommitBatch, now: number): Either.Either<Storage.CommitResult, EventStoreError> => {
     const conflicts: Array<Storage.Conflict> = []
     for (const write of batch.streams) {
-      const actual = streams.get(write.streamId)?.version ?? 0
+      const actual = streams.get(streamKey(batch.tenantId, write.streamId))?.version ?? 0
       if (write.expected !== "any" && write.expected !== actual) {
         conflicts.push({ streamId: write.streamId, expected: write.expected, actual })
       }
@@ -91,7 +95,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     const timestamp = new Date(now)
     let sequence = log.length
     const committed = batch.streams.map((write): Storage.CommittedStream => {
-      const previousVersion = streams.get(write.streamId)?.version ?? 0
+      const previousVersion = streams.get(streamKey(batch.tenantId, write.streamId))?.version ?? 0
       const events = write.events.map((_, i): Storage.AppendedEvent => ({
         version: previousVersion + i + 1,
         sequence: ++sequence,
@@ -112,10 +116,10 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     const commit = ++commits
     batch.streams.forEach((write, s) => {
       if (write.events.length === 0) return
-      let row = streams.get(write.streamId)
+      let row = streams.get(streamKey(batch.tenantId, write.streamId))
       if (row === undefined) {
         row = { aggregateType: write.aggregateType, version: 0, events: [] }
-        streams.set(write.streamId, row)
+        streams.set(streamKey(batch.tenantId, write.streamId), row)
       }
       write.events.forEach((event, i) => {
         const position = committed[s].events[i]
@@ -148,13 +152,13 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
   // (interruptibly: an interrupted save gives up its place and writes nothing),
   // applies the batch, and gives back the locks it took.
   const commitAs = (who: Locks.Owner, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> => {
-    const ids = batch.streams.map((s) => s.streamId).filter((id) => !who.held.has(id)).sort()
+    const ids = batch.streams.map((s) => streamKey(batch.tenantId, s.streamId)).filter((id) => !who.held.has(id)).sort()
     const taken: Array<string> = []
     const applyNow = Effect.flatMap(Clock.currentTimeMillis, (now) => apply(batch, now))
     const lockAll = Effect.forEach(ids, (id) => Effect.zipRight(locks.acquire(id, who), Effect.sync(() => void taken.push(id))), { discard: true })
     return Effect.ensuring(
       Effect.matchEffect(lockAll, {
-        onFailure: () => Effect.succeed<Storage.CommitResult>({ _tag: "Deadlocked", streamIds: ids }),
+        onFailure: () => Effect.succeed<Storage.CommitResult>({ _tag: "Deadlocked", streamIds: batch.streams.map((s) => s.streamId) }),
         onSuccess: () => applyNow
       }),
       Effect.sync(() => {
@@ -171,7 +175,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       readStream,
       loadSnapshot,
       readDocuments,
-      lock: (id: string, _type: string, _tenant: string, timeout: Duration.Duration) => locks.lock(id, who, timeout),
+      lock: (id: string, _type: string, tenant: string, timeout: Duration.Duration) => locks.lock(streamKey(tenant, id), who, timeout),
       commit: (batch) => Effect.ensuring(commitAs(who, batch), releaseAll)
     }
   })

@@ -91,9 +91,9 @@ export const singleStreamStatement = (
   oneEvent = false
 ) => {
   const stream = expected === "exact"
-    ? `UPDATE ${s}.streams SET version = version + $2, updated_at = now() WHERE id = $1 AND version = $3::bigint RETURNING version`
+    ? `UPDATE ${s}.streams SET version = version + $2, updated_at = now() WHERE tenant_id = $5 AND id = $1 AND version = $3::bigint RETURNING version`
     : `INSERT INTO ${s}.streams AS st (id, type, version, tenant_id) VALUES ($1, $4, $2, $5)
-  ON CONFLICT (id) DO UPDATE SET ${expected === "new" ? "version = EXCLUDED.version, type = EXCLUDED.type" : "version = st.version + EXCLUDED.version"}, updated_at = now()
+  ON CONFLICT (tenant_id, id) DO UPDATE SET ${expected === "new" ? "version = EXCLUDED.version, type = EXCLUDED.type" : "version = st.version + EXCLUDED.version"}, updated_at = now()
   ${expected === "new" ? "WHERE st.version = 0 AND $3::bigint = 0" : "WHERE $3::bigint IS NOT NULL"}
   RETURNING st.version`
   const channel = snapshot ? "$12" : "$9"
@@ -109,9 +109,9 @@ export const singleStreamStatement = (
   ${events}
   RETURNING seq, version, "timestamp"
 )${snapshot ? `, docs AS (
-  INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
-  SELECT p.name, p.version, $1, $11::jsonb, s.version FROM s, unnest($9::text[], $10::int4[]) AS p(name, version)
-  ON CONFLICT (projection, projection_version, id) DO UPDATE
+  INSERT INTO ${s}.documents AS d (projection, projection_version, tenant_id, id, data, stream_version)
+  SELECT p.name, p.version, $5, $1, $11::jsonb, s.version FROM s, unnest($9::text[], $10::int4[]) AS p(name, version)
+  ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
 )` : ""}
 ${oneEvent ? "" : `SELECT NULL::bigint AS seq, version, NULL::float8 AS "timestamp" FROM s
@@ -128,40 +128,40 @@ export const statements = (s: string) => ({
   // the Node CPU of a read (measured: 60 against 100 us for 20 events).
   read: `SELECT ${eventsJson} AS events
 FROM ${s}.events
-WHERE stream_id = $1 AND version >= $2 AND version <= $3
+WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
   AND date_trunc('milliseconds', "timestamp") <= $4`,
   readAll: `SELECT ${eventsJson} AS events
 FROM ${s}.events
-WHERE stream_id = $1`,
+WHERE tenant_id = $2 AND stream_id = $1`,
   readFrom: `SELECT ${eventsJson} AS events
 FROM ${s}.events
-WHERE stream_id = $1 AND version >= $2`,
+WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
   // Read-combining: several streams, each from a version, in one statement;
   // one row per request (by its ordinal) that found events.
   readMany: `SELECT r.ord, ${eventsJson} AS events
-FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS r(id, from_version, ord)
-JOIN ${s}.events ON stream_id = r.id AND version >= r.from_version
+FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
+JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
 GROUP BY r.ord`,
   // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
   // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
-  // $12..$16 documents to upsert (projection, version, id, data, stream version), $17 notify channel.
+  // $12..$17 documents to upsert (projection, version, tenant, id, data, stream version), $18 notify channel.
   commit: `WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS i(id, agg, expected, n)
 ), upd AS (
   UPDATE ${s}.streams st SET version = st.version + i.n, updated_at = now()
   FROM input i
-  WHERE st.id = i.id AND i.expected > 0 AND st.version = i.expected
+  WHERE st.tenant_id = $5 AND st.id = i.id AND i.expected > 0 AND st.version = i.expected
   RETURNING st.id, st.version
 ), ins_new AS (
   INSERT INTO ${s}.streams AS st (id, type, version, tenant_id)
   SELECT id, agg, n, $5 FROM input WHERE expected = 0
-  ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, type = EXCLUDED.type, updated_at = now()
+  ON CONFLICT (tenant_id, id) DO UPDATE SET version = EXCLUDED.version, type = EXCLUDED.type, updated_at = now()
   WHERE st.version = 0
   RETURNING st.id, st.version
 ), ins_any AS (
   INSERT INTO ${s}.streams AS st (id, type, version, tenant_id)
   SELECT id, agg, n, $5 FROM input WHERE expected < 0
-  ON CONFLICT (id) DO UPDATE SET version = st.version + EXCLUDED.version, updated_at = now()
+  ON CONFLICT (tenant_id, id) DO UPDATE SET version = st.version + EXCLUDED.version, updated_at = now()
   RETURNING st.id, st.version
 ), ok AS (
   SELECT id, version FROM upd UNION ALL SELECT id, version FROM ins_new UNION ALL SELECT id, version FROM ins_any
@@ -176,10 +176,11 @@ GROUP BY r.ord`,
   ORDER BY e.pos
   RETURNING seq, stream_id, version, "timestamp"
 ), docs AS (
-  INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
-  SELECT p, v, k, x::jsonb, sv FROM unnest($12::text[], $13::int4[], $14::text[], $15::text[], $16::int8[]) AS t(p, v, k, x, sv)
+  INSERT INTO ${s}.documents AS d (projection, projection_version, tenant_id, id, data, stream_version)
+  SELECT p, v, tn, k, x::jsonb, sv
+  FROM unnest($12::text[], $13::int4[], $14::text[], $15::text[], $16::text[], $17::int8[]) AS t(p, v, tn, k, x, sv)
   WHERE (SELECT count(*) FROM ok) = $11
-  ON CONFLICT (projection, projection_version, id) DO UPDATE
+  ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
   RETURNING 1
 )
@@ -187,25 +188,26 @@ SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::float8 AS "timestamp
 UNION ALL
 SELECT stream_id, version, seq, ${millis(`"timestamp"`)} FROM ev
 UNION ALL
-SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($17, 'append')) n WHERE $17::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
+SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($18, 'append')) n WHERE $18::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
   snapshot: `WITH d AS (
   SELECT data, stream_version, projection_version FROM ${s}.documents
-  WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND id = $1 AND data IS NOT NULL
+  WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND tenant_id = $4 AND id = $1 AND data IS NOT NULL
   ORDER BY projection_version DESC LIMIT 1
 )
 SELECT true AS snapshot, d.projection_version AS seq, d.stream_version AS version, NULL::text AS type, d.data,
   NULL::jsonb AS metadata, NULL::float8 AS "timestamp", NULL::text AS tenant_id FROM d
 UNION ALL
 SELECT false, e.seq, e.version, e.type, e.data, ${metadataOf("e.metadata")}, ${millis(`e."timestamp"`)}, e.tenant_id FROM ${s}.events e
-WHERE e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
-  documents: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
-WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[])) AND data IS NOT NULL`,
+WHERE e.tenant_id = $4 AND e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
+  documents: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
+  AND data IS NOT NULL`,
   // Placeholders (data NULL) make concurrent first writers of one document queue on its row.
-  placeholders: `INSERT INTO ${s}.documents (projection, projection_version, id, data)
-SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[]) ON CONFLICT DO NOTHING`,
-  lockDocuments: `SELECT projection, projection_version, id, data, stream_version FROM ${s}.documents
-WHERE (projection, projection_version, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[]))
-ORDER BY projection, projection_version, id FOR UPDATE`,
+  placeholders: `INSERT INTO ${s}.documents (projection, projection_version, tenant_id, id, data)
+SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
+  lockDocuments: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
+ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
   progress: `SELECT tx_id::text AS tx_id, seq, processed FROM ${s}.projection_progress
 WHERE projection = $1 AND projection_version = $2`,
   saveProgress: `INSERT INTO ${s}.projection_progress AS p (projection, projection_version, tx_id, seq, processed)
@@ -232,27 +234,28 @@ LIMIT $3`,
 ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
   unregister: `DELETE FROM ${s}.listeners WHERE id = $1`,
   unlock: `SELECT pg_advisory_unlock(hashtext($1), hashtext($2))`,
-  upsertDocuments: `INSERT INTO ${s}.documents AS d (projection, projection_version, id, data, stream_version)
-SELECT p, v, k, x::jsonb, sv FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS t(p, v, k, x, sv)
-ON CONFLICT (projection, projection_version, id) DO UPDATE
+  upsertDocuments: `INSERT INTO ${s}.documents AS d (projection, projection_version, tenant_id, id, data, stream_version)
+SELECT p, v, tn, k, x::jsonb, sv
+FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS t(p, v, tn, k, x, sv)
+ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
 SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
-  versions: `SELECT id, version FROM ${s}.streams WHERE id = ANY($1::text[])`,
+  versions: `SELECT id, version FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[])`,
   // Write-combining: the same statement, each stream passing or failing on its own.
   get commitEach() {
     return this.commit.replaceAll("WHERE (SELECT count(*) FROM ok) = $11", "WHERE $11::int > 0")
   },
-  lockRows: `SELECT 1 FROM ${s}.streams WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
+  lockRows: `SELECT 1 FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
   // Locks the stream row: an existing one FOR UPDATE (no new row version); for
   // a stream that does not exist yet, an upsert of a version-0 placeholder, so
   // that a new stream can be locked too (a version-0 row means "no stream"
   // everywhere). Then the lock time-out goes back to $4 once the row is locked:
   // the projection of the row runs after the statement that waited for it.
   lock: `WITH existing AS (
-  SELECT version FROM ${s}.streams WHERE id = $1 FOR UPDATE
+  SELECT version FROM ${s}.streams WHERE tenant_id = $3 AND id = $1 FOR UPDATE
 ), created AS (
   INSERT INTO ${s}.streams AS st (id, type, version, tenant_id)
   SELECT $1, $2, 0, $3 WHERE NOT EXISTS (SELECT FROM existing)
-  ON CONFLICT (id) DO UPDATE SET version = st.version
+  ON CONFLICT (tenant_id, id) DO UPDATE SET version = st.version
   RETURNING st.version
 ), l AS (
   SELECT version FROM existing UNION ALL SELECT version FROM created
@@ -386,6 +389,7 @@ interface SnapshotRow extends EventRow {
 interface DocumentRow {
   readonly projection: string
   readonly projection_version: number
+  readonly tenant_id: string
   readonly id: string
   readonly data: unknown
   readonly stream_version: string | null
@@ -570,6 +574,7 @@ export const make = (options?: Options) =>
     const toDocument = (row: DocumentRow): Storage.StoredDocument => ({
       projection: row.projection,
       projectionVersion: Number(row.projection_version),
+      tenantId: row.tenant_id,
       id: row.id,
       data: row.data,
       streamVersion: row.stream_version === null ? null : Number(row.stream_version)
@@ -577,6 +582,7 @@ export const make = (options?: Options) =>
     const refArrays = (refs: ReadonlyArray<Storage.DocumentRef>) => [
       refs.map((r) => r.projection),
       refs.map((r) => r.projectionVersion),
+      refs.map((r) => r.tenantId),
       refs.map((r) => r.id)
     ]
     const writeArrays = (writes: ReadonlyArray<Storage.DocumentWrite>) => [
@@ -585,15 +591,15 @@ export const make = (options?: Options) =>
       writes.map((w) => w.streamVersion)
     ]
 
-    const loadSnapshot = (id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
-      prepared<SnapshotRow>(names.snapshot, q.snapshot, [id, projection, projectionVersions]).pipe(
+    const loadSnapshot = (tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
+      prepared<SnapshotRow>(names.snapshot, q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
         Effect.map((rows): Storage.SnapshotLoad => {
           let snapshot: Storage.StoredDocument | undefined
           const tail: Array<Storage.StoredEvent> = []
           for (const row of rows) {
             if (row.snapshot) {
               // The snapshot row carries its projection version in the seq column.
-              snapshot = { projection, projectionVersion: Number(row.seq), id, data: row.data, streamVersion: Number(row.version) }
+              snapshot = { projection, projectionVersion: Number(row.seq), tenantId, id, data: row.data, streamVersion: Number(row.version) }
             } else {
               tail.push(toStored(id, row))
             }
@@ -691,7 +697,7 @@ export const make = (options?: Options) =>
         catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
       })
     const noEvents: Effect.Effect<ReadonlyArray<Storage.StoredEvent>> = Effect.succeed([])
-    const readStream = (id: string, options?: Storage.ReadOptions) => {
+    const readStream = (tenantId: string, id: string, options?: Storage.ReadOptions) => {
       // Bounds compare as numbers do, as in the in-memory store: versions are whole
       // (from 1.5 on is from 2 on), and a NaN bound or an invalid date matches nothing.
       const from = options?.fromVersion ?? 1
@@ -702,14 +708,16 @@ export const make = (options?: Options) =>
       const end = Math.min(Number.MAX_SAFE_INTEGER, Math.floor(to))
       if (start > end) return noEvents
       return end === Number.MAX_SAFE_INTEGER && until === undefined
-        ? readFrom(id, start)
-        : prepared<EventsJsonRow>(names.read, q.read, [id, start, end, until ?? farFuture]).pipe(
+        ? readFrom(tenantId, id, start)
+        : prepared<EventsJsonRow>(names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
           Effect.mapError(wrap(`Reading stream "${id}" failed`)),
           Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
         )
     }
-    const readAlone = (id: string, from: number) =>
-      (from === 1 ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id]) : prepared<EventsJsonRow>(names.readFrom, q.readFrom, [id, from])).pipe(
+    const readAlone = (tenantId: string, id: string, from: number) =>
+      (from === 1
+        ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id, tenantId])
+        : prepared<EventsJsonRow>(names.readFrom, q.readFrom, [id, from, tenantId])).pipe(
         Effect.mapError(wrap(`Reading stream "${id}" failed`)),
         Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
       )
@@ -722,6 +730,7 @@ export const make = (options?: Options) =>
     // are its own and complete as of that statement, which starts after every
     // waiter asked).
     interface ReadWaiter {
+      readonly tenantId: string
       readonly id: string
       readonly from: number
       readonly resume: (effect: Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError>) => void
@@ -742,8 +751,9 @@ export const make = (options?: Options) =>
         readStatements.unsafeUpdate(1, [])
         const ids = taken.map((w) => w.id)
         const froms = taken.map((w) => w.from)
+        const tenants = taken.map((w) => w.tenantId)
         // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
-        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly ord: string }>(names.readMany, q.readMany, [ids, froms]), {
+        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly ord: string }>(names.readMany, q.readMany, [ids, froms, tenants]), {
           onExit: (exit) => {
             readsInFlight--
             const found = new Array<string | null>(taken.length).fill(null)
@@ -752,16 +762,16 @@ export const make = (options?: Options) =>
               if (waiter.gone) return
               // Each waiter parses its own copy (no two sessions share event objects); if
               // the shared statement failed, each reads alone, so that one bad read fails only itself.
-              waiter.resume(exit._tag === "Success" ? parseEvents(waiter.id, found[i]) : readAlone(waiter.id, waiter.from))
+              waiter.resume(exit._tag === "Success" ? parseEvents(waiter.id, found[i]) : readAlone(waiter.tenantId, waiter.id, waiter.from))
             })
             scheduleReadFlush()
           }
         })
       }
     }
-    const readQueued = (id: string, from: number) =>
+    const readQueued = (tenantId: string, id: string, from: number) =>
       Effect.async<ReadonlyArray<Storage.StoredEvent>, EventStoreError>((resume) => {
-        const waiter: ReadWaiter = { id, from, resume, gone: false }
+        const waiter: ReadWaiter = { tenantId, id, from, resume, gone: false }
         readQueue.push(waiter)
         scheduleReadFlush()
         return Effect.sync(() => {
@@ -770,17 +780,17 @@ export const make = (options?: Options) =>
           if (i >= 0) readQueue.splice(i, 1)
         })
       })
-    const readFrom = (id: string, from: number): Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError> =>
-      !readCombining ? readAlone(id, from) : Effect.withFiberRuntime((fiber) => {
+    const readFrom = (tenantId: string, id: string, from: number): Effect.Effect<ReadonlyArray<Storage.StoredEvent>, EventStoreError> =>
+      !readCombining ? readAlone(tenantId, id, from) : Effect.withFiberRuntime((fiber) => {
         // Inside a transaction the read must use its connection (and see its writes).
-        if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") return readAlone(id, from)
+        if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") return readAlone(tenantId, id, from)
         if (readsInFlight < maxReadsInFlight && readQueue.length === 0) {
           return Effect.uninterruptibleMask((restore) => {
             readsInFlight++
-            return Effect.ensuring(restore(readAlone(id, from)), releaseRead)
+            return Effect.ensuring(restore(readAlone(tenantId, id, from)), releaseRead)
           })
         }
-        return readQueued(id, from)
+        return readQueued(tenantId, id, from)
       })
 
     // One stream whose documents (if any) are its own Inline snapshot at the new version.
@@ -847,7 +857,7 @@ export const make = (options?: Options) =>
           }
           if (oneEvent && appended.length === 1) version = appended[0].version
           if (version === undefined) {
-            return Effect.map(sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId]]), (actual) => ({
+            return Effect.map(sql.unsafe<{ id: string; version: string }>(q.versions, [[write.streamId], batch.tenantId]), (actual) => ({
               _tag: "Conflicted",
               conflicts: [{ streamId: write.streamId, expected: expectedVersion, actual: actual.length === 0 ? 0 : Number(actual[0].version) }]
             }))
@@ -887,7 +897,7 @@ export const make = (options?: Options) =>
         const writes = batch.streams.length > 1
           ? [...batch.streams].sort((a, b) => a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0)
           : batch.streams
-        if (writes.length > 1) yield* sql.unsafe(q.lockRows, [writes.map((w) => w.streamId)])
+        if (writes.length > 1) yield* sql.unsafe(q.lockRows, [writes.map((w) => w.streamId), batch.tenantId])
         for (const write of writes) {
           ids.push(write.streamId)
           types.push(write.aggregateType)
@@ -922,7 +932,7 @@ export const make = (options?: Options) =>
         const failed = batch.streams.filter((w) => !passed.has(w.streamId))
         const conflicts: Array<Storage.Conflict> = []
         if (failed.length > 0) {
-          const actual = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [failed.map((w) => w.streamId)])
+          const actual = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [failed.map((w) => w.streamId), batch.tenantId])
           const found = new Map(actual.map((r) => [r.id, Number(r.version)]))
           for (const w of failed) {
             conflicts.push({ streamId: w.streamId, expected: w.expected === "any" ? -1 : w.expected, actual: found.get(w.streamId) ?? 0 })
@@ -964,7 +974,7 @@ export const make = (options?: Options) =>
     const toStoreError = (e: SqlError | EventStoreError) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)
     const conflictsAfter = (batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
       Effect.flatMap(
-        sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId)]),
+        sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId), batch.tenantId]),
         (rows) => {
           const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
           const conflicts = batch.streams.flatMap((w) => {
@@ -1194,8 +1204,8 @@ export const make = (options?: Options) =>
         }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)))
 
       return {
-        readStream: (id, options) => inTx(readStream(id, options)),
-        loadSnapshot: (id, projection, versions) => inTx(loadSnapshot(id, projection, versions)),
+        readStream: (tenantId, id, options) => inTx(readStream(tenantId, id, options)),
+        loadSnapshot: (tenantId, id, projection, versions) => inTx(loadSnapshot(tenantId, id, projection, versions)),
         readDocuments: (refs) => inTx(readDocuments(refs)),
         lock,
         commit

@@ -86,5 +86,22 @@ CREATE TABLE ${s}.listeners (
   expires_at timestamptz NOT NULL
 );
 `
+  },
+  {
+    id: 4,
+    name: "tenant_identity",
+    // A stream's identity becomes (tenant, id), in every key. Existing snapshot
+    // documents take their stream's tenant (ids that name no stream, such as
+    // multi-stream keys, stay in the default tenant, where they were written).
+    sql: (s) => `
+ALTER TABLE ${s}.streams DROP CONSTRAINT streams_pkey;
+ALTER TABLE ${s}.streams ADD PRIMARY KEY (tenant_id, id);
+ALTER TABLE ${s}.events DROP CONSTRAINT events_stream_version;
+ALTER TABLE ${s}.events ADD CONSTRAINT events_stream_version UNIQUE (tenant_id, stream_id, version);
+ALTER TABLE ${s}.documents ADD COLUMN tenant_id text NOT NULL DEFAULT '*DEFAULT*';
+UPDATE ${s}.documents d SET tenant_id = st.tenant_id FROM ${s}.streams st WHERE st.id = d.id;
+ALTER TABLE ${s}.documents DROP CONSTRAINT documents_pkey;
+ALTER TABLE ${s}.documents ADD PRIMARY KEY (projection, projection_version, tenant_id, id);
+`
   }
 ]

@@ -1,0 +1,5 @@
+import { memoryStore, pgStore } from "./support.js"
+import { tenancy } from "./tenancy.js"
+
+tenancy(memoryStore)
+tenancy(pgStore())
