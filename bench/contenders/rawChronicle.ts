@@ -28,7 +28,7 @@ const save = (statement: { name: string; text: string }, id: string, expected: n
   pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", "Incremented", payload, "{}"] })
 
 const command = async (id: string) => {
-  const { rows } = await pool.query({ ...read, values: [id] })
+  const { rows } = await pool.query({ ...read, values: [id, "*DEFAULT*"] })
   // One JSON text of [seq, version, type, data, metadata, timestamp, tenant] per event.
   const events: Array<[number, number, string, { by: number }]> = rows[0].events === null ? [] : JSON.parse(rows[0].events)
   let total = 0
