@@ -461,6 +461,7 @@ it.live("write-combining: a save interrupted while it waits to be combined write
         [schema]
       )
       assert.deepStrictEqual(tables.map((t) => t.table_name), [
+        "commits",
         "documents",
         "events",
         "listeners",

@@ -122,31 +122,17 @@ SELECT NULL, NULL, NULL FROM (SELECT pg_notify(${channel}, 'append')) n WHERE EX
 }
 
 /** @internal the SQL of a schema, also used by the benchmark to measure its shapes. */
-export const statements = (s: string) => ({
-  // A stream's events come back as one JSON text (one array per event): node-postgres
-  // then parses one column of one row instead of seven per event, which halves
-  // the Node CPU of a read (measured: 60 against 100 us for 20 events).
-  read: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
-  AND date_trunc('milliseconds', "timestamp") <= $4`,
-  readAll: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $2 AND stream_id = $1`,
-  readFrom: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
-  // Read-combining: several streams, each from a version, in one statement;
-  // one row per request (by its ordinal) that found events.
-  readMany: `SELECT r.ord, ${eventsJson} AS events
-FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
-JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
-GROUP BY r.ord`,
-  // $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
-  // $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
-  // $12..$17 documents to upsert (projection, version, tenant, id, data, stream version), $18 notify channel.
-  commit: `WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS i(id, agg, expected, n)
+// $1 ids, $2 aggregate types, $3 expected (-1: any), $4 event counts, $5 tenant,
+// $6..$10 the events (stream id, ordinal in its stream, type, data, metadata), $11 stream count,
+// $12..$17 documents to upsert (projection, version, tenant, id, data, stream version), $18 notify channel;
+// with `each`, $19 the statement's commit token.
+const commitStatement = (s: string, each: boolean) => {
+  // All or nothing, or (write-combining) each stream on its own.
+  const all = each ? "$11::int > 0" : "(SELECT count(*) FROM ok) = $11"
+  return `WITH ${each ? `fence AS (
+  INSERT INTO ${s}.commits (id) VALUES ($19) ON CONFLICT (id) DO NOTHING RETURNING 1
+), ` : ""}input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS i(id, agg, expected, n)${each ? "\n  WHERE EXISTS (SELECT FROM fence)" : ""}
 ), upd AS (
   UPDATE ${s}.streams st SET version = st.version + i.n, updated_at = now()
   FROM input i
@@ -172,14 +158,14 @@ GROUP BY r.ord`,
     WITH ORDINALITY AS e(stream_id, ord, type, data, meta, pos)
   JOIN ok ON ok.id = e.stream_id
   JOIN input i ON i.id = e.stream_id
-  WHERE (SELECT count(*) FROM ok) = $11
+  WHERE ${all}
   ORDER BY e.pos
   RETURNING seq, stream_id, version, "timestamp"
 ), docs AS (
   INSERT INTO ${s}.documents AS d (projection, projection_version, tenant_id, id, data, stream_version)
   SELECT p, v, tn, k, x::jsonb, sv
   FROM unnest($12::text[], $13::int4[], $14::text[], $15::text[], $16::text[], $17::int8[]) AS t(p, v, tn, k, x, sv)
-  WHERE (SELECT count(*) FROM ok) = $11
+  WHERE ${all}
   ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
   SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()
   RETURNING 1
@@ -188,7 +174,34 @@ SELECT id AS stream_id, version, NULL::bigint AS seq, NULL::float8 AS "timestamp
 UNION ALL
 SELECT stream_id, version, seq, ${millis(`"timestamp"`)} FROM ev
 UNION ALL
-SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($18, 'append')) n WHERE $18::text IS NOT NULL AND EXISTS (SELECT FROM ev)`,
+SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($18, 'append')) n WHERE $18::text IS NOT NULL AND EXISTS (SELECT FROM ev)`
+}
+
+export const statements = (s: string) => ({
+  // A stream's events come back as one JSON text (one array per event): node-postgres
+  // then parses one column of one row instead of seven per event, which halves
+  // the Node CPU of a read (measured: 60 against 100 us for 20 events).
+  read: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
+  AND date_trunc('milliseconds', "timestamp") <= $4`,
+  readAll: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $2 AND stream_id = $1`,
+  readFrom: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
+  // Read-combining: several streams, each from a version, in one statement;
+  // one row per request (by its ordinal) that found events.
+  readMany: `SELECT r.ord, ${eventsJson} AS events
+FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
+JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
+GROUP BY r.ord`,
+  commit: commitStatement(s, false),
+  // Write-combining: the same statement, each stream passing or failing on its
+  // own, behind a fence: its token ($19) is written first, and nothing else is
+  // if the token is already there (written by the look-up after a lost answer).
+  commitEach: commitStatement(s, true),
   snapshot: `WITH d AS (
   SELECT data, stream_version, projection_version FROM ${s}.documents
   WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND tenant_id = $4 AND id = $1 AND data IS NOT NULL
@@ -240,10 +253,13 @@ FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8
 ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
 SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
   versions: `SELECT id, version FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[])`,
-  // Write-combining: the same statement, each stream passing or failing on its own.
-  get commitEach() {
-    return this.commit.replaceAll("WHERE (SELECT count(*) FROM ok) = $11", "WHERE $11::int > 0")
-  },
+  // After a lost answer: writing the token first means the statement never
+  // committed (its fence now stops it); finding it, the events of its transaction.
+  claimToken: `INSERT INTO ${s}.commits (id, tx_id) VALUES ($1, NULL) ON CONFLICT (id) DO NOTHING RETURNING 1`,
+  tokenTx: `SELECT tx_id::text AS tx_id FROM ${s}.commits WHERE id = $1`,
+  committedBy: `SELECT e.stream_id, e.version, e.seq, ${millis(`e."timestamp"`)} AS "timestamp" FROM ${s}.events e
+WHERE e.tx_id = $1::xid8 AND e.tenant_id = $2`,
+  pruneTokens: `DELETE FROM ${s}.commits WHERE at < now() - interval '10 minutes'`,
   lockRows: `SELECT 1 FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
   // Locks the stream row: an existing one FOR UPDATE (no new row version); for
   // a stream that does not exist yet, an upsert of a version-0 placeholder, so
@@ -437,6 +453,19 @@ interface CommitRow {
   readonly version: string | number
   readonly seq: string | number | null
   readonly timestamp: number | null
+}
+
+/** What a commit statement (or the look-up after its lost answer) tells. */
+interface Sent {
+  /** The streams that passed, at their new version. */
+  readonly passed: Map<string, number>
+  readonly appended: Map<string, Array<Storage.AppendedEvent>>
+}
+
+const appendedTo = (appended: Map<string, Array<Storage.AppendedEvent>>, row: CommitRow) => {
+  let list = appended.get(row.stream_id)
+  if (list === undefined) appended.set(row.stream_id, list = [])
+  list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
 }
 
 /**
@@ -878,11 +907,18 @@ export const make = (options?: Options) =>
       })
 
     const runBatch = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
-      Effect.map(runStatement(batch, false), (outcome) => outcome.result)
+      Effect.gen(function*() {
+        const sent = yield* execute(batch, undefined)
+        const { committed, conflicts } = yield* settle(batch, sent)
+        if (conflicts.length > 0) return { _tag: "Conflicted", conflicts } as Storage.CommitResult
+        if (batch.inline !== undefined) yield* runInline(batch.inline, committed)
+        return { _tag: "Committed", streams: committed } as Storage.CommitResult
+      })
 
-    // Runs the batch statement; with `each`, streams pass or fail on their own
-    // (write-combining) and `passed` tells which did.
-    const runStatement = (batch: Storage.CommitBatch, each: boolean) =>
+    // Sends the batch statement: all streams or none, or with a commit token
+    // (write-combining) each stream on its own. Tells which streams passed, at
+    // which version, and the events appended.
+    const execute = (batch: Storage.CommitBatch, token: string | undefined) =>
       Effect.gen(function*() {
         const ids: Array<string> = []
         const types: Array<string> = []
@@ -893,11 +929,14 @@ export const make = (options?: Options) =>
         const evType: Array<string> = []
         const evData: Array<string> = []
         const evMeta: Array<string> = []
-        // Rows are locked in id order, so two saves of the same streams cannot deadlock.
+        // Rows are locked in id order, so two saves of the same streams cannot
+        // deadlock (a combined statement runs in no transaction: no lock to take first).
         const writes = batch.streams.length > 1
           ? [...batch.streams].sort((a, b) => a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0)
           : batch.streams
-        if (writes.length > 1) yield* sql.unsafe(q.lockRows, [writes.map((w) => w.streamId), batch.tenantId])
+        if (writes.length > 1 && token === undefined) {
+          yield* sql.unsafe(q.lockRows, [writes.map((w) => w.streamId), batch.tenantId])
+        }
         for (const write of writes) {
           ids.push(write.streamId)
           types.push(write.aggregateType)
@@ -911,25 +950,30 @@ export const make = (options?: Options) =>
             evMeta.push(JSON.stringify(event.metadata))
           })
         }
-        const rows = yield* prepared<CommitRow>(each ? names.commitEach : names.commit, each ? q.commitEach : q.commit, [
+        const values = [
           ids, types, expected, counts, batch.tenantId, evStream, evOrd, evType, evData, evMeta, ids.length,
           ...writeArrays(batch.documents ?? []),
           notifyTo()
-        ])
+        ]
+        const rows = token === undefined
+          ? yield* prepared<CommitRow>(names.commit, q.commit, values)
+          : yield* prepared<CommitRow>(names.commitEach, q.commitEach, [...values, token])
         const passed = new Map<string, number>()
         const appended = new Map<string, Array<Storage.AppendedEvent>>()
         for (const row of rows) {
           if (row.stream_id === null) continue // the notification's row
-          if (row.seq === null) {
-            passed.set(row.stream_id, Number(row.version))
-          } else {
-            let list = appended.get(row.stream_id)
-            if (list === undefined) appended.set(row.stream_id, list = [])
-            list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
-          }
+          if (row.seq === null) passed.set(row.stream_id, Number(row.version))
+          else appendedTo(appended, row)
         }
-        // Only the losing path pays for a second round trip, to report the real version.
-        const failed = batch.streams.filter((w) => !passed.has(w.streamId))
+        return { passed, appended } satisfies Sent
+      })
+
+    // The outcome of a batch whose passing streams are known: the others
+    // conflicted. Only the losing path pays for a second round trip, to report
+    // the real version.
+    const settle = (batch: Storage.CommitBatch, sent: Sent) =>
+      Effect.gen(function*() {
+        const failed = batch.streams.filter((w) => !sent.passed.has(w.streamId))
         const conflicts: Array<Storage.Conflict> = []
         if (failed.length > 0) {
           const actual = yield* sql.unsafe<{ id: string; version: string }>(q.versions, [failed.map((w) => w.streamId), batch.tenantId])
@@ -938,16 +982,12 @@ export const make = (options?: Options) =>
             conflicts.push({ streamId: w.streamId, expected: w.expected === "any" ? -1 : w.expected, actual: found.get(w.streamId) ?? 0 })
           }
         }
-        const committed = batch.streams.filter((w) => passed.has(w.streamId)).map((w): Storage.CommittedStream => {
-          const version = passed.get(w.streamId)!
-          const events = (appended.get(w.streamId) ?? []).sort((a, b) => a.version - b.version)
+        const committed = batch.streams.filter((w) => sent.passed.has(w.streamId)).map((w): Storage.CommittedStream => {
+          const version = sent.passed.get(w.streamId)!
+          const events = (sent.appended.get(w.streamId) ?? []).sort((a, b) => a.version - b.version)
           return { streamId: w.streamId, previousVersion: version - w.events.length, version, events }
         })
-        if (conflicts.length > 0) {
-          return { result: { _tag: "Conflicted", conflicts } as Storage.CommitResult, committed, conflicts }
-        }
-        if (batch.inline !== undefined) yield* runInline(batch.inline, committed)
-        return { result: { _tag: "Committed", streams: committed } as Storage.CommitResult, committed, conflicts }
+        return { committed, conflicts }
       })
 
     // Runs inside the commit's transaction, after the events are in.
@@ -996,7 +1036,11 @@ export const make = (options?: Options) =>
     const commitDirect = (batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
       Effect.catchAll(
         batch.streams.length === 1 && batch.inline === undefined
-          ? run(batch)
+          ? Effect.mapError(run(batch), (e) =>
+            // One statement, committed by the server on its own: with its answer lost, it may have.
+            connectionLost(e)
+              ? new EventStoreError({ message: "The connection was lost during the save: the outcome of this save is unknown", cause: e })
+              : e)
           : transactional(
             Effect.flatMap(run(batch), (result) =>
               result._tag === "Conflicted" ? Effect.fail(new Rollback(result)) : Effect.succeed(result))
@@ -1008,8 +1052,10 @@ export const make = (options?: Options) =>
     // are running, a save goes alone, at once; saves that arrive beyond that
     // wait and then go together in one statement (one round trip, one commit),
     // each stream checked on its own so that a conflict in one never fails
-    // another. If the shared statement fails, or a waiter is interrupted
-    // (which cancels it), the others save alone.
+    // another. A save is never written twice: the saves of a failed shared
+    // statement go again alone only when it is known not to have committed
+    // (the server refused it, or its token shows it never will); with its
+    // answer lost, its token tells what it wrote.
     interface Waiter {
       readonly batch: Storage.CommitBatch
       readonly resume: (effect: Effect.Effect<Storage.CommitResult, EventStoreError>) => void
@@ -1032,6 +1078,80 @@ export const make = (options?: Options) =>
         inFlight++
         return Effect.ensuring(restore(commitDirect(batch)), release)
       })
+
+    // What each save of a combined statement resumes with: its result, or
+    // (undefined) going again alone, known not to be written.
+    type Verdicts = (streamId: string) => Effect.Effect<Storage.CommitResult, EventStoreError> | undefined
+    const again: Verdicts = () => undefined
+    const verdictsOf = (batch: Storage.CommitBatch, sent: Sent): Effect.Effect<Verdicts> =>
+      settle(batch, sent).pipe(
+        Effect.map(({ committed, conflicts }): Verdicts => {
+          const byId = new Map<string, Storage.CommitResult>()
+          for (const c of committed) byId.set(c.streamId, { _tag: "Committed", streams: [c] })
+          for (const c of conflicts) byId.set(c.streamId, { _tag: "Conflicted", conflicts: [c] })
+          return (id) => Effect.succeed(byId.get(id)!)
+        }),
+        // Reading the versions of the losers failed: they wrote nothing, so they go again.
+        Effect.orElseSucceed((): Verdicts => (id) => sent.passed.has(id) ? verdictsFor(batch, sent, id) : undefined)
+      )
+    const verdictsFor = (batch: Storage.CommitBatch, sent: Sent, id: string) => {
+      const write = batch.streams.find((w) => w.streamId === id)!
+      const version = sent.passed.get(id)!
+      const events = (sent.appended.get(id) ?? []).sort((a, b) => a.version - b.version)
+      return Effect.succeed<Storage.CommitResult>({
+        _tag: "Committed",
+        streams: [{ streamId: id, previousVersion: version - write.events.length, version, events }]
+      })
+    }
+    // After a lost answer: claim the token, or find the transaction that wrote
+    // it and the events it appended. Retried briefly (the server may be
+    // restarting); the tokens are kept long enough for that.
+    const lookUp = (batch: Storage.CommitBatch, token: string): Effect.Effect<Sent | undefined, EventStoreError> =>
+      Effect.gen(function*() {
+        const claimed = yield* sql.unsafe(q.claimToken, [token])
+        if (claimed.length > 0) return undefined
+        const tx = yield* sql.unsafe<{ tx_id: string | null }>(q.tokenTx, [token])
+        if (tx.length === 0) return yield* Effect.fail(new EventStoreError({ message: "The commit token is gone" }))
+        // Our own claim, whose answer was lost before this try.
+        if (tx[0].tx_id === null) return undefined
+        const rows = yield* sql.unsafe<CommitRow>(q.committedBy, [tx[0].tx_id, batch.tenantId])
+        const passed = new Map<string, number>()
+        const appended = new Map<string, Array<Storage.AppendedEvent>>()
+        for (const row of rows) {
+          appendedTo(appended, row)
+          passed.set(row.stream_id, Math.max(passed.get(row.stream_id) ?? 0, Number(row.version)))
+        }
+        return { passed, appended }
+      }).pipe(
+        Effect.retry({ schedule: Schedule.exponential("100 millis"), times: 5 }),
+        Effect.mapError((cause) =>
+          new EventStoreError({
+            message: "The connection was lost during a combined save and its commit could not be looked up: the outcome of this save is unknown",
+            cause
+          })
+        )
+      )
+    const runCombined = (batch: Storage.CommitBatch, token: string): Effect.Effect<Verdicts> =>
+      Effect.exit(execute(batch, token)).pipe(
+        Effect.flatMap((exit): Effect.Effect<Verdicts> => {
+          if (exit._tag === "Success") return verdictsOf(batch, exit.value)
+          const error = Cause.failureOption(exit.cause)
+          // The server refused the statement: it rolled back whole.
+          if (Option.isSome(error) && !connectionLost(error.value)) return Effect.succeed(again)
+          return lookUp(batch, token).pipe(
+            Effect.flatMap((sent) => sent === undefined ? Effect.succeed(again) : verdictsOf(batch, sent)),
+            Effect.catchAll((e) => Effect.succeed<Verdicts>(() => Effect.fail(e)))
+          )
+        })
+      )
+    // Tokens are needed only for the minutes a look-up may take; pruned at most once a minute.
+    let prunedAt = 0
+    const prune = () => {
+      if (Date.now() - prunedAt < 60_000) return
+      prunedAt = Date.now()
+      Runtime.runCallback(runtime)(Effect.ignore(sql.unsafe(q.pruneTokens)))
+    }
+
     const flush = () => {
       while (inFlight < maxInFlight && queue.length > 0) {
         const tenant = queue[0].batch.tenantId
@@ -1060,27 +1180,20 @@ export const make = (options?: Options) =>
           })
           continue
         }
+        // A shared statement is not cancelled when one of its saves is
+        // interrupted: the others' outcome must stay known.
+        prune()
         const combined: Storage.CommitBatch = { tenantId: tenant, streams: taken.map((w) => w.batch.streams[0]) }
-        const cancel = Runtime.runCallback(runtime)(runStatement(combined, true), {
+        Runtime.runCallback(runtime)(runCombined(combined, crypto.randomUUID()), {
           onExit: (exit) => {
             inFlight--
-            if (exit._tag === "Success") {
-              const committed = new Map(exit.value.committed.map((c) => [c.streamId, c]))
-              const conflicts = new Map(exit.value.conflicts.map((c) => [c.streamId, c]))
-              for (const waiter of taken) {
-                const id = waiter.batch.streams[0].streamId
-                const c = committed.get(id)
-                waiter.resume(Effect.succeed(
-                  c !== undefined ? { _tag: "Committed", streams: [c] } : { _tag: "Conflicted", conflicts: [conflicts.get(id)!] }
-                ))
-              }
-            } else {
-              for (const waiter of taken) waiter.resume(commitDirect(waiter.batch))
+            for (const waiter of taken) {
+              const verdict = exit._tag === "Success" ? exit.value(waiter.batch.streams[0].streamId) : undefined
+              waiter.resume(verdict ?? commitDirect(waiter.batch))
             }
             scheduleFlush()
           }
         })
-        for (const waiter of taken) waiter.cancel = () => cancel()
       }
     }
     const combine = (batch: Storage.CommitBatch) =>

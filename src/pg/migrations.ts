@@ -103,5 +103,20 @@ UPDATE ${s}.documents d SET tenant_id = st.tenant_id FROM ${s}.streams st WHERE 
 ALTER TABLE ${s}.documents DROP CONSTRAINT documents_pkey;
 ALTER TABLE ${s}.documents ADD PRIMARY KEY (projection, projection_version, tenant_id, id);
 `
+  },
+  {
+    id: 5,
+    name: "commit_tokens",
+    // One row per write-combined statement, written by it: after a lost answer
+    // the store looks its token up to learn whether the statement committed
+    // (and in which transaction), or writes the token first so that it never
+    // will. Rows are only needed for minutes and are deleted after that.
+    sql: (s) => `
+CREATE TABLE ${s}.commits (
+  id    text        PRIMARY KEY,
+  tx_id xid8        DEFAULT pg_current_xact_id(),
+  at    timestamptz NOT NULL DEFAULT now()
+);
+`
   }
 ]
