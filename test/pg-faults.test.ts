@@ -183,3 +183,64 @@ describe("PostgreSQL faults: killed backends", () => {
       yield* dropSchema(schema)
     }).pipe(Effect.provide(Admin)))
 })
+
+describe("PostgreSQL faults: a killed connection is not handed to the next statement", () => {
+  // Kills every backend of the store's pool (idle ones included): pg_terminate_backend
+  // only signals, so the store's next statements race the backends' end.
+  const killAll = (app: string) =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) =>
+      sql.unsafe<{ ok: boolean }>(
+        `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1`,
+        [app]
+      ).pipe(Effect.map((rows) => rows.length)))
+
+  const describeExit = (exit: Exit.Exit<unknown, unknown>) => {
+    if (Exit.isSuccess(exit)) return "ok"
+    if (Cause.isDie(exit.cause)) return `defect: ${Cause.pretty(exit.cause)}`
+    const first = [...Cause.failures(exit.cause)][0] as { _tag?: string; message?: string; cause?: { cause?: { message?: string; code?: string } } } | undefined
+    return `${first?._tag}: ${first?.message} (${first?.cause?.cause?.code ?? ""} ${first?.cause?.cause?.message ?? ""})`
+  }
+
+  it.live("saves and reads right after every backend of the pool is killed get healthy connections (30 rounds, pool of 4)", () =>
+    Effect.gen(function*() {
+      const schema = schemaName()
+      const app = newId("chronicle-faults")
+      const rounds = 30
+      const outcome = yield* Effect.gen(function*() {
+        const warm = newId("order")
+        yield* Session.run(Effect.zipRight(Session.append(Order, warm, [created()]), Session.saveChanges))
+        const failures: Array<string> = []
+        let killed = 0
+        let operations = 0
+        const saved: Array<string> = []
+        for (let round = 0; round < rounds; round++) {
+          // Every connection of the pool open and idle.
+          yield* Effect.forEach([1, 2, 3, 4], () => Session.run(Session.readStream(warm)), { concurrency: "unbounded" })
+          killed += yield* killAll(app).pipe(Effect.provide(Admin))
+          const ops = [1, 2, 3, 4, 5, 6].map((i) => {
+            if (i % 2 === 0) return Effect.as(Session.run(Session.readStream(warm)), undefined)
+            const id = newId("order")
+            return Session.run(Effect.zipRight(Session.append(Order, id, [created()]), Session.saveChanges)).pipe(
+              Effect.tap(() => Effect.sync(() => saved.push(id))),
+              Effect.asVoid
+            )
+          })
+          operations += ops.length
+          const exits = yield* Effect.forEach(ops, (op) => Effect.exit(Effect.timeout(op, "10 seconds")), { concurrency: "unbounded" })
+          for (const exit of exits) if (!Exit.isSuccess(exit)) failures.push(describeExit(exit))
+        }
+        // Every save that succeeded is there once.
+        const stored = yield* Effect.forEach(saved, (id) => Effect.map(Session.run(Session.readStream(id)), (events) => events.length))
+        return { killed, operations, failures, stored }
+      }).pipe(Effect.provide(storeOn(schema, app, 4)))
+      console.log(
+        `killed backends: ${outcome.killed}, operations: ${outcome.operations}, failed: ${outcome.failures.length}` +
+          (outcome.failures.length > 0 ? `\n  ${[...new Set(outcome.failures)].join("\n  ")}` : "")
+      )
+      assert.isAbove(outcome.killed, rounds)
+      assert.deepStrictEqual(outcome.failures, [])
+      assert.isTrue(outcome.stored.every((n) => n === 1))
+      assert.strictEqual(yield* settled(app), 0)
+      yield* dropSchema(schema)
+    }).pipe(Effect.provide(Admin)))
+})

@@ -51,7 +51,19 @@ export interface Options {
  */
 export const sqlState = (error: SqlError): string | undefined => (error.cause as { code?: string } | undefined)?.code
 
-const wrap = (message: string) => (error: SqlError) => new EventStoreError({ message, cause: error })
+/**
+ * Failures of writes whose connection broke after they were sent, before their
+ * answer came: they may have committed.
+ */
+const outcomeUnknown = new WeakSet<SqlError>()
+
+const wrap = (message: string) => (error: SqlError) =>
+  new EventStoreError({
+    message: outcomeUnknown.has(error)
+      ? `${message}: the connection was lost before the answer came, so the outcome is unknown`
+      : message,
+    cause: error
+  })
 
 /**
  * Validates and quotes a schema name.
@@ -540,11 +552,83 @@ export const make = (options?: Options) =>
     // connection instead of on every save (@effect/sql-pg sends every
     // statement unnamed).
     const clientOf = (conn: SqlConnection.Connection): Pg.PoolClient | undefined => (conn as { pg?: Pg.PoolClient }).pg
+
+    // Broken connections. A backend that is terminated (pg_terminate_backend,
+    // a shutdown) sends a FATAL error and exits; node-postgres hands that error
+    // to the statement in flight as its answer, and the pool takes the client
+    // back as healthy (@effect/sql-pg releases it without an error) until the
+    // socket's end is read, later. The next statement handed that client fails
+    // with "Connection terminated unexpectedly". So every client our statements
+    // run on is watched for its backend's FATAL (before node-postgres delivers
+    // it), a dead client is never sent a statement, and a client whose
+    // connection broke is ended before it goes back, so the pool drops it.
+    const terminated = new WeakSet<Pg.PoolClient>()
+    const watched = new WeakSet<Pg.PoolClient>()
+    const watch = (client: Pg.PoolClient) => {
+      if (watched.has(client)) return
+      watched.add(client)
+      const connection = (client as unknown as { connection?: { prependListener?: (event: string, f: (msg: { severity?: string }) => void) => void } })
+        .connection
+      connection?.prependListener?.("errorMessage", (msg) => {
+        if (msg.severity === "FATAL" || msg.severity === "PANIC") terminated.add(client)
+      })
+    }
+    // pg-pool reads these same two fields to decide whether a released client is reusable.
+    const dead = (client: Pg.PoolClient) => {
+      const state = client as unknown as { _queryable?: boolean; _ending?: boolean }
+      return terminated.has(client) || state._queryable === false || state._ending === true
+    }
+    const evict = (client: Pg.PoolClient) => {
+      terminated.add(client)
+      if ((client as unknown as { _ending?: boolean })._ending === true) return
+      // Marks the client as ending at once, so that its release removes it from the pool.
+      client.end().catch(() => {})
+    }
+    // An error of the connection rather than of the statement: anything that is
+    // not an ordinary error answer (a DatabaseError has a severity), a FATAL
+    // answer, or a connection class SQLSTATE.
+    const brokenBy = (error: unknown) => {
+      const e = error as { severity?: unknown; code?: unknown } | null
+      if (e === null || typeof e !== "object" || typeof e.severity !== "string") return true
+      const code = typeof e.code === "string" ? e.code : ""
+      return e.severity === "FATAL" || e.severity === "PANIC" || code.startsWith("08") || code.startsWith("57P")
+    }
+    // Proof that a failed statement never ran, so that running it again on
+    // another connection cannot write twice:
+    // - 57P01 as the answer: the backend was terminated (pg_terminate_backend,
+    //   a shutdown, its postmaster's death) before or while it ran the
+    //   statement. PostgreSQL acts on a termination only where interrupts are
+    //   allowed: never between writing a commit record and sending the answer
+    //   (the commit holds interrupts, and the ReadyForQuery that follows is
+    //   flushed before the backend next checks; a termination while it is
+    //   blocked sending drops the message, so the client sees only the
+    //   connection close). So a statement answered with 57P01 was rolled back
+    //   with its implicit transaction, or never read. (57P02, crash shutdown,
+    //   comes from a signal handler that can fire after a commit: no proof.)
+    // - node-postgres refused it without sending it (the client had ended).
+    // - the client had already received its backend's FATAL when the statement
+    //   would have been sent (the backend exits right after that message): it
+    //   is then not sent at all (`NotSent`).
+    const refusedLocally = /^Client (has encountered a connection error|was closed) and is not queryable$/
+    const neverRan = (error: unknown) => {
+      const e = error as { code?: unknown; message?: unknown } | null
+      return e !== null && typeof e === "object" &&
+        (e.code === "57P01" || (typeof e.message === "string" && refusedLocally.test(e.message)))
+    }
+    class NotSent extends Error {
+      constructor() {
+        super("The connection's backend had ended: the statement was not sent")
+      }
+    }
+
     const queryOn = <A>(client: Pg.PoolClient, name: string, text: string, values: ReadonlyArray<unknown>) =>
       Effect.async<ReadonlyArray<A>, SqlError>((resume) => {
+        watch(client)
         client.query(statementFor(queryClassOf(client), name, text, values) as Pg.QueryConfig, (error: Error | null, result: Pg.QueryResult) => {
-          if (error) resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
-          else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
+          if (error) {
+            if (brokenBy(error)) evict(client)
+            resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
+          } else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
         })
         // Interruption cancels the statement from another connection, as
         // @effect/sql-pg does; never from a transaction's own, which is busy.
@@ -555,13 +639,81 @@ export const make = (options?: Options) =>
         )
       })
     const poolConnection = yield* poolConnectionOf(sql)
-    // A plain config here, not a Query: @effect/sql-pg passes its callback as the
-    // third argument, which node-postgres before 8.19 ignores for Query objects.
-    const onPool = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) =>
-      Effect.map(
-        conn.executeRaw({ name, text } as unknown as string, values),
-        (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
-      )
+    // @effect/sql-pg's pool-level connection borrows a client for one statement
+    // and gives it to `f` (and takes it back, and cancels the statement on
+    // interruption); without that method, its executeRaw.
+    type WithClient = <A>(f: (client: Pg.PoolClient, resume: (effect: Effect.Effect<A, SqlError>) => void) => void) => Effect.Effect<A, SqlError>
+    const withClientOf = (conn: SqlConnection.Connection): WithClient | undefined => {
+      const run = (conn as { runWithClient?: unknown }).runWithClient
+      return typeof run === "function" ? (run as WithClient).bind(conn) : undefined
+    }
+    // Failures of statements that were never sent: no client (the pool could
+    // not connect), or a client found dead before sending.
+    const unsent = new WeakSet<SqlError>()
+    const poolWithClient = poolConnection === undefined ? undefined : withClientOf(poolConnection)
+    const onPoolOnce = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
+      const withClient = conn === poolConnection ? poolWithClient : withClientOf(conn)
+      // A plain config here, not a Query: @effect/sql-pg passes its callback as the
+      // third argument, which node-postgres before 8.19 ignores for Query objects.
+      if (withClient === undefined) {
+        return Effect.map(
+          conn.executeRaw({ name, text } as unknown as string, values),
+          (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
+        ).pipe(Effect.tapError((error) =>
+          Effect.sync(() => {
+            if (error.message === "Failed to acquire connection") unsent.add(error)
+          })
+        ))
+      }
+      let sent = false
+      return withClient<ReadonlyArray<A>>((client, resume) => {
+        watch(client)
+        if (dead(client)) {
+          evict(client)
+          return resume(Effect.fail(new SqlError({ cause: new NotSent(), message: "Failed to execute statement" })))
+        }
+        sent = true
+        client.query(statementFor(queryClassOf(client), name, text, values) as Pg.QueryConfig, (error: Error | null, result: Pg.QueryResult) => {
+          if (error) {
+            // Ended before it goes back to the pool (the release follows `resume`).
+            if (brokenBy(error)) evict(client)
+            resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
+          } else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
+        })
+      }).pipe(Effect.tapError((error) =>
+        Effect.sync(() => {
+          if (!sent) unsent.add(error)
+        })
+      ))
+    }
+    // Gives the event loop a turn, in which the sockets of other backends that
+    // died are read and the pool drops their clients.
+    const nextTurn = Effect.async<void>((resume) => {
+      setImmediate(() => resume(Effect.void))
+    })
+    // Outside a transaction a statement that failed with its connection is run
+    // again on another one: a read whatever the failure (reading twice is
+    // harmless), a write only when the failure proves it never ran (not sent,
+    // or `neverRan` above), since a write whose answer was lost may have
+    // committed: that one fails, saying that its outcome is unknown. A few
+    // tries, because when every backend of the pool was killed at once the
+    // next client the pool hands out may be dying too.
+    const readNames = new Set<string>()
+    const maxTries = 3
+    const onPool = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
+      if (readNames.size === 0) {
+        for (const read of [names.read, names.readAll, names.readFrom, names.readMany, names.snapshot]) readNames.add(read)
+      }
+      const read = readNames.has(name)
+      const attempt = (tries: number): Effect.Effect<ReadonlyArray<A>, SqlError> =>
+        Effect.catchAll(onPoolOnce<A>(conn, name, text, values), (error) => {
+          const notRun = unsent.has(error) || neverRan(error.cause)
+          if (tries < maxTries && (notRun || (read && brokenBy(error.cause)))) return Effect.zipRight(nextTurn, attempt(tries + 1))
+          if (!read && !notRun && brokenBy(error.cause)) outcomeUnknown.add(error)
+          return Effect.fail(error)
+        })
+      return attempt(1)
+    }
     const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
       Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
         const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
@@ -641,6 +793,18 @@ export const make = (options?: Options) =>
 
     const runtime = yield* Effect.runtime<never>()
 
+    // A reserved connection whose backend sent its FATAL (to any statement on
+    // it) is ended before @effect/sql-pg gives it back (finalizers run last
+    // first), so the pool drops it.
+    const watchReserved = (scope: Scope.Scope) => (conn: SqlConnection.Connection) => {
+      const client = clientOf(conn)
+      if (client === undefined) return Effect.void
+      watch(client)
+      return Scope.addFinalizer(scope, Effect.sync(() => {
+        if (dead(client)) evict(client)
+      }))
+    }
+
     // @effect/sql-pg's reserve waits for a pool connection uninterruptibly, and
     // a connection it gets for a waiter that was interrupted is never given
     // back. So the reservation runs in a fiber of its own, into a scope of its
@@ -655,7 +819,7 @@ export const make = (options?: Options) =>
             Effect.zipRight(
               Scope.addFinalizer(outer, Scope.close(inner, Exit.void)),
               restore(Effect.async<SqlConnection.Connection, EventStoreError>((resume) => {
-                Runtime.runCallback(runtime)(Scope.extend(sql.reserve, inner), {
+                Runtime.runCallback(runtime)(Scope.extend(Effect.tap(sql.reserve, watchReserved(inner)), inner), {
                   onExit: (exit) =>
                     resume(exit._tag === "Success" ? Effect.succeed(exit.value) : Effect.fail(
                       new EventStoreError({ message: "Reserving a connection failed", cause: Cause.squash(exit.cause) })
@@ -1308,7 +1472,16 @@ export const make = (options?: Options) =>
           const wasOpen = open
           open = false
           const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
-          if (wasOpen) yield* conn.executeUnprepared(ok ? statements.commit : statements.rollback, [], undefined)
+          if (wasOpen) {
+            yield* conn.executeUnprepared(ok ? statements.commit : statements.rollback, [], undefined).pipe(
+              // A COMMIT of our own sent and never answered may have committed.
+              Effect.tapError((e) =>
+                Effect.sync(() => {
+                  if (ok && Option.isNone(outer) && brokenBy(e.cause) && !neverRan(e.cause)) outcomeUnknown.add(e)
+                })
+              )
+            )
+          }
           if (Either.isLeft(result)) {
             const error = result.left
             return yield* retryable(error) ? conflictsAfter(batch, error) : Effect.fail(error)
