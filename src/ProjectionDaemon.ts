@@ -19,12 +19,11 @@ import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as Aggregate from "./Aggregate.js"
 import { EventStoreError } from "./Errors.js"
-import type { EventEnvelope } from "./EventEnvelope.js"
 import { EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
-import { decodeStored, toEnvelope } from "./Session.js"
+import * as Envelope from "./internal/envelope.js"
+import * as Projecting from "./internal/projecting.js"
 import * as Storage from "./Storage.js"
 
 /**
@@ -154,7 +153,6 @@ const applySnapshot = (
 ) =>
   Effect.gen(function*() {
     const aggregate = projection.aggregate
-    const codec = Aggregate.stateCodec(aggregate)!
     // A stream's identity is (tenant, id): each tenant's events go into that tenant's snapshot.
     const byStream = new Map<string, Array<Storage.StoredEvent>>()
     for (const event of batch) {
@@ -179,14 +177,8 @@ const applySnapshot = (
       const { streamId, tenantId } = events[0]
       const doc = current.get(key)
       let version = doc?.streamVersion ?? 0
-      let state: Option.Option<unknown> = Option.none()
-      if (doc !== undefined) {
-        const decoded = codec.decode(doc.data)
-        if (Either.isLeft(decoded)) {
-          return yield* failure(`Projection ${projection.name}: snapshot of "${streamId}" does not decode: ${decoded.left}`)
-        }
-        state = Option.some(decoded.right)
-      }
+      let state: unknown = aggregate.initial
+      if (doc !== undefined) state = yield* Projecting.snapshotState(aggregate, doc)
       events.sort((a, b) => a.version - b.version)
       const fresh = events.filter((e) => e.version > version)
       if (fresh.length === 0) continue
@@ -202,85 +194,29 @@ const applySnapshot = (
         if (stored.version !== version + 1) {
           return yield* failure(`Projection ${projection.name}: stream "${streamId}" misses version ${version + 1}`)
         }
-        const envelope = decodeStored(aggregate, stored)
+        const envelope = Envelope.decodeStored(aggregate, stored)
         if (Either.isLeft(envelope)) {
           return yield* failure(`Projection ${projection.name}: ${envelope.left.message} (stream "${streamId}", version ${stored.version}, type ${stored.type})`)
         }
-        state = Option.some(aggregate.evolve(Option.getOrElse(state, () => aggregate.initial), envelope.right.data, envelope.right))
+        state = aggregate.evolve(state, envelope.right.data, envelope.right)
         version = stored.version
       }
-      const encoded = codec.encode(Option.getOrThrow(state))
-      if (Either.isLeft(encoded)) {
-        return yield* failure(`Projection ${projection.name}: snapshot of "${streamId}" does not encode: ${encoded.left}`)
-      }
-      writes.push({
-        projection: projection.name,
-        projectionVersion: projection.version,
-        tenantId,
-        id: streamId,
-        data: encoded.right,
-        streamVersion: version
-      })
+      writes.push(yield* Projecting.snapshotWrite(projection, aggregate, { tenantId, id: streamId }, Option.some(state), version))
     }
     return writes
   })
 
+// Documents are per tenant: key k of tenant a and key k of tenant b are two documents.
 const applyMultiStream = (
   worker: Pick<Storage.ProjectionWorker, "readDocuments">,
   view: Projection.MultiStream,
   batch: ReadonlyArray<Storage.StoredEvent>
 ) =>
   Effect.gen(function*() {
-    // Documents are per tenant: key k of tenant a and key k of tenant b are two documents.
-    const keyed: Array<{ key: string; envelope: EventEnvelope<unknown> }> = []
-    for (const stored of batch) {
-      if (view.codec.tags !== undefined && !view.codec.tags.has(stored.type)) continue
-      const decoded = view.codec.decode(stored.type, stored.data)
-      if (Either.isLeft(decoded)) {
-        // With known tags a failure is a broken event; without, it is an event the view does not take.
-        if (view.codec.tags === undefined) continue
-        return yield* failure(`Projection ${view.name}: event ${stored.type} (stream "${stored.streamId}", version ${stored.version}) does not decode: ${decoded.left}`)
-      }
-      const envelope = toEnvelope(stored, decoded.right)
-      const key = view.key(envelope)
-      if (key !== undefined) keyed.push({ key, envelope })
-    }
+    const keyed = yield* Projecting.keyedFor([view], batch)
     if (keyed.length === 0) return []
-    const refs = new Map<string, Storage.DocumentRef>()
-    for (const { envelope, key } of keyed) {
-      refs.set(tenantKey(envelope.tenantId, key), {
-        projection: view.name,
-        projectionVersion: view.version,
-        tenantId: envelope.tenantId,
-        id: key
-      })
-    }
-    const docs = new Map((yield* worker.readDocuments(Array.from(refs.values()))).map((d) => [tenantKey(d.tenantId, d.id), d]))
-    const states = new Map<string, unknown>()
-    for (const { envelope, key } of keyed) {
-      const docKey = tenantKey(envelope.tenantId, key)
-      let state = states.get(docKey)
-      if (state === undefined) {
-        const doc = docs.get(docKey)
-        if (doc === undefined) state = view.initial
-        else {
-          const decoded = view.stateCodec.decode(doc.data)
-          if (Either.isLeft(decoded)) {
-            return yield* failure(`Projection ${view.name}: document "${key}" does not decode: ${decoded.left}`)
-          }
-          state = decoded.right
-        }
-      }
-      states.set(docKey, view.evolve(state, envelope.data, envelope))
-    }
-    const writes: Array<Storage.DocumentWrite> = []
-    for (const [docKey, state] of states) {
-      const { id: key, tenantId } = refs.get(docKey)!
-      const encoded = view.stateCodec.encode(state)
-      if (Either.isLeft(encoded)) return yield* failure(`Projection ${view.name}: document "${key}" does not encode: ${encoded.left}`)
-      writes.push({ projection: view.name, projectionVersion: view.version, tenantId, id: key, data: encoded.right, streamVersion: null })
-    }
-    return writes
+    const docs = yield* worker.readDocuments(Projecting.refsOf(keyed))
+    return yield* Projecting.foldViews(keyed, Projecting.byKey(docs))
   })
 
 /**

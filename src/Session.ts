@@ -30,6 +30,8 @@ import {
   StreamLockedError
 } from "./Errors.js"
 import type { EventEnvelope, EventMetadata } from "./EventEnvelope.js"
+import * as Envelope from "./internal/envelope.js"
+import * as Inline from "./internal/inline.js"
 import { lockTimeout, textProblem } from "./internal/input.js"
 import type * as StateCache from "./internal/stateCache.js"
 import { currentMetadata, currentTenant, EventStore } from "./internal/store.js"
@@ -200,13 +202,6 @@ export interface Known<S> {
   readonly saved: boolean
 }
 
-interface InlinePlan {
-  readonly documents: ReadonlyArray<Storage.DocumentWrite>
-  readonly inline: Storage.InlineWork | undefined
-  /** States the plan computed, reused by the identity map. */
-  readonly computed: ReadonlyMap<string, Option.Option<unknown>>
-}
-
 interface PendingEvent {
   /** The aggregate whose Schema encodes it (another one may share the stream id). */
   readonly aggregate: Aggregate.Any
@@ -261,95 +256,6 @@ const invalidInput = (id: string, expected: unknown): InvalidStreamIdError | Inv
     : new InvalidExpectedVersionError({ streamId: id, expectedVersion: expected })
 }
 
-/** @internal */
-export const toEnvelope = <E>(stored: Storage.StoredEvent, data: E): EventEnvelope<E> => ({
-  streamId: stored.streamId,
-  version: stored.version,
-  sequence: stored.sequence,
-  type: stored.type,
-  data,
-  timestamp: stored.timestamp,
-  tenantId: stored.tenantId,
-  correlationId: stored.metadata.correlationId,
-  causationId: stored.metadata.causationId,
-  headers: stored.metadata.headers ?? {}
-})
-
-/** @internal */
-export const decodeStored = <S, E>(
-  aggregate: Aggregate.Aggregate<S, E, any, any>,
-  stored: Storage.StoredEvent
-): Either.Either<EventEnvelope<E>, EventDecodeError> => {
-  const decoded = aggregate.codec.decode(stored.type, stored.data)
-  return Either.isRight(decoded)
-    ? Either.right(toEnvelope(stored, decoded.right))
-    : Either.left(
-      new EventDecodeError({ streamId: stored.streamId, version: stored.version, eventType: stored.type, message: decoded.left })
-    )
-}
-
-const decodeAll = <S, E>(
-  aggregate: Aggregate.Aggregate<S, E, any, any>,
-  rows: ReadonlyArray<Storage.StoredEvent>
-): Either.Either<Array<EventEnvelope<E>>, EventDecodeError> => {
-  const out: Array<EventEnvelope<E>> = new Array(rows.length)
-  for (let i = 0; i < rows.length; i++) {
-    const decoded = decodeStored(aggregate, rows[i])
-    if (Either.isLeft(decoded)) return Either.left(decoded.left)
-    out[i] = decoded.right
-  }
-  return Either.right(out)
-}
-
-// Aggregates whose evolve reads an envelope's sequence or timestamp: their
-// Inline snapshots are computed once the store has given the events those.
-const readsPositions = new WeakSet<object>()
-
-// Folds pending events with envelopes whose sequence and timestamp are not
-// known yet; returns undefined if evolve looked at either.
-const probeFold = (
-  entry: { readonly aggregate: Aggregate.Any; readonly streamId: string; readonly expected: Storage.Expected; readonly events: ReadonlyArray<PendingEvent> },
-  from: Option.Option<unknown>,
-  write: Storage.StreamWrite,
-  tenantId: string
-): Option.Option<unknown> | undefined => {
-  let touched = false
-  const touch = () => {
-    touched = true
-  }
-  const base = entry.expected as number
-  const envelopes = entry.events.map(({ event, metadata }, i) =>
-    Object.defineProperties({
-      streamId: entry.streamId,
-      version: base + i + 1,
-      type: write.events[i].type,
-      data: event,
-      tenantId,
-      correlationId: metadata.correlationId,
-      causationId: metadata.causationId,
-      headers: metadata.headers ?? {}
-    }, {
-      sequence: { enumerable: true, get: () => (touch(), 0) },
-      timestamp: { enumerable: true, get: () => (touch(), new Date(0)) }
-    }) as EventEnvelope<unknown>
-  )
-  const state = Aggregate.foldFrom(entry.aggregate, from, envelopes)
-  return touched ? undefined : state
-}
-
-const encodeSnapshot = (aggregate: Aggregate.Any, streamId: string, state: Option.Option<unknown>) => {
-  const codec = Aggregate.stateCodec(aggregate)!
-  return Either.mapLeft(
-    Option.isNone(state) ? Either.right(null) : codec.encode(state.value),
-    (message) => new EventStoreError({ message: `The ${aggregate.name} snapshot of "${streamId}" does not encode: ${message}` })
-  )
-}
-
-const tagOf = (event: unknown): string =>
-  event !== null && typeof event === "object" && typeof (event as any)._tag === "string"
-    ? (event as any)._tag
-    : typeof event
-
 /**
  * Creates a session; its scope bounds any lock it takes.
  *
@@ -386,7 +292,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     version: number,
     rows: ReadonlyArray<Storage.StoredEvent>
   ): Effect.Effect<Loaded<S>, EventDecodeError> => {
-    const envelopes = decodeAll(aggregate, rows)
+    const envelopes = Envelope.decodeAll(aggregate, rows)
     if (Either.isLeft(envelopes)) return Effect.fail(envelopes.left)
     const list = envelopes.right
     return Effect.succeed({
@@ -601,7 +507,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
             toVersion: options?.toVersion,
             toTimestamp: options?.timestamp
           })),
-        (rows) => rows.map((row) => toEnvelope<unknown>(row, row.data))
+        (rows) => rows.map((row) => Envelope.ofStored<unknown>(row, row.data))
       )
     )
 
@@ -642,7 +548,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
         const encoded = aggregate.codec.encode(event)
         if (Either.isLeft(encoded)) {
           return Either.left(
-            new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: encoded.left })
+            new EventEncodeError({ streamId: entry.streamId, eventType: Envelope.tagOf(event), message: encoded.left })
           )
         }
         let metadata = entry.events[i].metadata
@@ -650,7 +556,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
           const json = metadataJson(metadata)
           if (Either.isLeft(json)) {
             return Either.left(
-              new EventEncodeError({ streamId: entry.streamId, eventType: tagOf(event), message: json.left })
+              new EventEncodeError({ streamId: entry.streamId, eventType: Envelope.tagOf(event), message: json.left })
             )
           }
           checked = metadata
@@ -685,28 +591,11 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
         actualVersion: conflict.actual
       })
 
-  const envelopesOf = (entry: Pending, committed: Storage.CommittedStream, tenantId: string) =>
-    committed.events.map((position, i): EventEnvelope<unknown> => {
-      const { event, metadata } = entry.events[i]
-      return {
-        streamId: entry.streamId,
-        version: position.version,
-        sequence: position.sequence,
-        type: tagOf(event),
-        data: event,
-        timestamp: position.timestamp,
-        tenantId,
-        correlationId: metadata.correlationId,
-        causationId: metadata.causationId,
-        headers: metadata.headers ?? {}
-      }
-    })
-
   // The state this session knows a stream had at `version`: Some(None) for a
   // stream with no events, None when the session does not know.
-  const knownAt = (entry: Pending, version: Storage.Expected): Option.Option<Option.Option<unknown>> => {
+  const knownAt = (entry: Inline.Entry, version: Storage.Expected): Option.Option<Option.Option<unknown>> => {
     if (version === 0) return Option.some(Option.none())
-    const known = identity.get(identityKey(entry.aggregate, entry.tenantId, entry.streamId))
+    const known = identity.get(identityKey(entry.aggregate, (entry as Pending).tenantId, entry.streamId))
     return known !== undefined && known.version === version ? Option.some(known.state) : Option.none()
   }
 
@@ -729,185 +618,10 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
       return
     }
     identity.set(key, {
-      state: Aggregate.foldFrom(entry.aggregate, baseline.value, envelopesOf(entry, committed, tenantId)),
+      state: Aggregate.foldFrom(entry.aggregate, baseline.value, Inline.envelopesOf(entry, committed, tenantId)),
       version: committed.version,
       saved: true
     })
-  }
-
-  // Inline projection work of a save: Inline snapshots whose new state is known
-  // before the insert go into the same statement as the events; the rest (and
-  // multi-stream views) run after the insert in the same transaction.
-  const planInline = (
-    entries: ReadonlyArray<Pending>,
-    batch: Storage.CommitBatch
-  ): Either.Either<InlinePlan, EventStoreError> => {
-    const computed = new Map<string, Option.Option<unknown>>()
-    const documents: Array<Storage.DocumentWrite> = []
-    const slow: Array<{ entry: Pending; baseline: Option.Option<Option.Option<unknown>> }> = []
-    let failure: EventStoreError | undefined
-
-    entries.forEach((entry, s) => {
-      const snapshots = registry.inlineSnapshotsOf(entry.aggregate)
-      if (snapshots.length === 0 || entry.events.length === 0 || entry.aggregate.state === undefined) return
-      const baseline = knownAt(entry, entry.expected)
-      if (Option.isSome(baseline) && !readsPositions.has(entry.aggregate)) {
-        const probed = probeFold(entry, baseline.value, batch.streams[s], batch.tenantId)
-        if (probed !== undefined) {
-          const encoded = encodeSnapshot(entry.aggregate, entry.streamId, probed)
-          if (Either.isLeft(encoded)) {
-            failure = encoded.left
-            return
-          }
-          computed.set(entry.streamId, probed)
-          const version = (entry.expected as number) + entry.events.length
-          for (const p of snapshots) {
-            documents.push({
-              projection: p.name,
-              projectionVersion: p.version,
-              tenantId: batch.tenantId,
-              id: entry.streamId,
-              data: encoded.right,
-              streamVersion: version
-            })
-          }
-          return
-        }
-        readsPositions.add(entry.aggregate)
-      }
-      slow.push({ entry, baseline })
-    })
-    if (failure !== undefined) return Either.left(failure)
-
-    const views = registry.inlineMultiStream.filter((view) =>
-      batch.streams.some((w) => w.events.some((e) => view.codec.tags === undefined || view.codec.tags.has(e.type)))
-    )
-    if (slow.length === 0 && views.length === 0) return Either.right({ documents, inline: undefined, computed })
-
-    const byId = (committed: ReadonlyArray<Storage.CommittedStream>) => new Map(committed.map((c) => [c.streamId, c]))
-    let viewEvents: Array<{ view: Projection.MultiStream; key: string; envelope: EventEnvelope<unknown> }> = []
-    let viewFailure: EventStoreError | undefined
-
-    const inline: Storage.InlineWork = {
-      documents: (committed) => {
-        const refs: Array<Storage.DocumentRef> = []
-        const streams = byId(committed)
-        for (const { baseline, entry } of slow) {
-          if (Option.isSome(baseline)) continue
-          for (const p of registry.inlineSnapshotsOf(entry.aggregate)) {
-            refs.push({ projection: p.name, projectionVersion: p.version, tenantId: batch.tenantId, id: entry.streamId })
-          }
-        }
-        viewEvents = []
-        for (const view of views) {
-          batch.streams.forEach((write) => {
-            const c = streams.get(write.streamId)
-            if (c === undefined) return
-            write.events.forEach((event, i) => {
-              if (view.codec.tags !== undefined && !view.codec.tags.has(event.type)) return
-              const decoded = view.codec.decode(event.type, event.data)
-              if (Either.isLeft(decoded)) {
-                if (view.codec.tags !== undefined) {
-                  viewFailure ??= new EventStoreError({
-                    message: `Projection ${view.name}: event ${event.type} of stream "${write.streamId}" does not decode: ${decoded.left}`
-                  })
-                }
-                return
-              }
-              const envelope: EventEnvelope<unknown> = {
-                streamId: write.streamId,
-                version: c.events[i].version,
-                sequence: c.events[i].sequence,
-                type: event.type,
-                data: decoded.right,
-                timestamp: c.events[i].timestamp,
-                tenantId: batch.tenantId,
-                correlationId: event.metadata.correlationId,
-                causationId: event.metadata.causationId,
-                headers: event.metadata.headers ?? {}
-              }
-              const key = view.key(envelope)
-              if (key === undefined) return
-              viewEvents.push({ view, key, envelope })
-              refs.push({ projection: view.name, projectionVersion: view.version, tenantId: batch.tenantId, id: key })
-            })
-          })
-        }
-        return refs
-      },
-      compute: (committed, existing) => {
-        if (viewFailure !== undefined) return Either.left(viewFailure)
-        const streams = byId(committed)
-        const docs = new Map(existing.map((d) => [`${d.projection}\u0000${d.projectionVersion}\u0000${d.id}`, d]))
-        const writes: Array<Storage.DocumentWrite> = []
-        for (const { baseline, entry } of slow) {
-          const c = streams.get(entry.streamId)!
-          const envelopes = envelopesOf(entry, c, batch.tenantId)
-          const codec = Aggregate.stateCodec(entry.aggregate)!
-          for (const p of registry.inlineSnapshotsOf(entry.aggregate)) {
-            let from = baseline
-            if (Option.isNone(from)) {
-              const doc = docs.get(`${p.name}\u0000${p.version}\u0000${entry.streamId}`)
-              if (c.previousVersion === 0) from = Option.some(Option.none())
-              else if (doc !== undefined && doc.streamVersion === c.previousVersion) {
-                const decoded = codec.decode(doc.data)
-                if (Either.isRight(decoded)) from = Option.some(Option.some(decoded.right))
-              }
-            }
-            // A snapshot behind the stream stays behind: fetches fold the events after it.
-            if (Option.isNone(from)) continue
-            const state = Aggregate.foldFrom(entry.aggregate, from.value, envelopes)
-            computed.set(entry.streamId, state)
-            const encoded = encodeSnapshot(entry.aggregate, entry.streamId, state)
-            if (Either.isLeft(encoded)) return Either.left(encoded.left)
-            writes.push({
-              projection: p.name,
-              projectionVersion: p.version,
-              tenantId: batch.tenantId,
-              id: entry.streamId,
-              data: encoded.right,
-              streamVersion: c.version
-            })
-          }
-        }
-        const views = new Map<string, { view: Projection.MultiStream; key: string; state: unknown }>()
-        viewEvents.sort((a, b) => a.envelope.sequence - b.envelope.sequence)
-        for (const { envelope, key, view } of viewEvents) {
-          const docKey = `${view.name}\u0000${view.version}\u0000${key}`
-          let current = views.get(docKey)
-          if (current === undefined) {
-            const doc = docs.get(docKey)
-            let state: unknown = view.initial
-            if (doc !== undefined) {
-              const decoded = view.stateCodec.decode(doc.data)
-              if (Either.isLeft(decoded)) {
-                return Either.left(new EventStoreError({ message: `Projection ${view.name}: document "${key}" does not decode: ${decoded.left}` }))
-              }
-              state = decoded.right
-            }
-            current = { view, key, state }
-            views.set(docKey, current)
-          }
-          current.state = view.evolve(current.state, envelope.data, envelope)
-        }
-        for (const { key, state, view } of views.values()) {
-          const encoded = view.stateCodec.encode(state)
-          if (Either.isLeft(encoded)) {
-            return Either.left(new EventStoreError({ message: `Projection ${view.name}: document "${key}" does not encode: ${encoded.left}` }))
-          }
-          writes.push({
-            projection: view.name,
-            projectionVersion: view.version,
-            tenantId: batch.tenantId,
-            id: key,
-            data: encoded.right,
-            streamVersion: null
-          })
-        }
-        return Either.right(writes)
-      }
-    }
-    return Either.right({ documents, inline, computed })
   }
 
   const save = (
@@ -922,7 +636,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     if (entries.length === 0) {
       return target === undefined ? Effect.succeed({ streams: [] }) : Effect.as(target.commit(batch), { streams: [] })
     }
-    const plan = planInline(entries, batch)
+    const plan = Inline.plan(registry, entries, batch, knownAt)
     if (Either.isLeft(plan)) return Effect.fail(plan.left)
     const { computed, documents, inline } = plan.right
     return Effect.flatMap((target ?? storage).commit({ ...batch, documents, inline }), (result): Effect.Effect<SaveResult, SaveError> => {
@@ -930,7 +644,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
       if (result._tag === "Deadlocked") return Effect.fail(new DeadlockError({ streamIds: result.streamIds }))
       for (const committed of result.streams) {
         const entry = saving.get(committed.streamId)
-        if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId))
+        if (entry !== undefined) remember(entry, committed, tenantId, computed.get(committed.streamId) ?? result.states?.get(committed.streamId))
       }
       return Effect.succeed({
         streams: result.streams.map((s) => ({

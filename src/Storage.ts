@@ -8,6 +8,7 @@
  */
 import type * as Duration from "effect/Duration"
 import type { Either } from "effect/Either"
+import type { Option } from "effect/Option"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
@@ -111,18 +112,37 @@ export interface DocumentWrite extends DocumentRef {
  * Inline projection work that needs the positions the store gives the new
  * events, or documents other writers may change: run after the events are
  * inserted, in the same transaction, synchronously (so the in-memory store can
- * do everything in one atomic step).
+ * do everything in one atomic step). Its data flow is explicit: the committed
+ * positions in, the documents to read (and lock) out; those documents in, the
+ * writes out.
  *
  * @since 0.1.0
  */
 export interface InlineWork {
+  readonly prepare: (committed: ReadonlyArray<CommittedStream>) => Either<InlineStep, EventStoreError>
+}
+
+/**
+ * The second half of inline work: what it reads, and what it makes of it.
+ *
+ * @since 0.1.0
+ */
+export interface InlineStep {
   /** The documents `compute` needs, read (and locked) before it runs. */
-  readonly documents: (committed: ReadonlyArray<CommittedStream>) => ReadonlyArray<DocumentRef>
-  /** The documents to write; a failure rolls the whole save back. */
-  readonly compute: (
-    committed: ReadonlyArray<CommittedStream>,
-    existing: ReadonlyArray<StoredDocument>
-  ) => Either<ReadonlyArray<DocumentWrite>, EventStoreError>
+  readonly documents: ReadonlyArray<DocumentRef>
+  /** The documents to write, and the new states of the streams; a failure rolls the whole save back. */
+  readonly compute: (existing: ReadonlyArray<StoredDocument>) => Either<InlineOutcome, EventStoreError>
+}
+
+/**
+ * What inline work gave: its writes, and the states it computed per stream id
+ * (handed back in the commit result, for the session's identity map).
+ *
+ * @since 0.1.0
+ */
+export interface InlineOutcome {
+  readonly writes: ReadonlyArray<DocumentWrite>
+  readonly states: ReadonlyMap<string, Option<unknown>>
 }
 
 /**
@@ -180,7 +200,12 @@ export interface Conflict {
  * @since 0.1.0
  */
 export type CommitResult =
-  | { readonly _tag: "Committed"; readonly streams: ReadonlyArray<CommittedStream> }
+  | {
+    readonly _tag: "Committed"
+    readonly streams: ReadonlyArray<CommittedStream>
+    /** The states the batch's inline work computed, by stream id. */
+    readonly states?: ReadonlyMap<string, Option<unknown>> | undefined
+  }
   | { readonly _tag: "Conflicted"; readonly conflicts: ReadonlyArray<Conflict> }
   | { readonly _tag: "Deadlocked"; readonly streamIds: ReadonlyArray<string> }
 

@@ -103,15 +103,17 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       }))
       return { streamId: write.streamId, previousVersion, version: previousVersion + write.events.length, events }
     })
-    let inlineWrites: ReadonlyArray<Storage.DocumentWrite> = []
+    let outcome: Storage.InlineOutcome | undefined
     if (batch.inline !== undefined) {
-      const existing = batch.inline.documents(committed).flatMap((ref) => {
+      const step = batch.inline.prepare(committed)
+      if (Either.isLeft(step)) return Either.left(step.left)
+      const existing = step.right.documents.flatMap((ref) => {
         const doc = documents.get(docKey(ref))
         return doc === undefined ? [] : [doc]
       })
-      const computed = batch.inline.compute(committed, existing)
+      const computed = step.right.compute(existing)
       if (Either.isLeft(computed)) return Either.left(computed.left)
-      inlineWrites = computed.right
+      outcome = computed.right
     }
     const commit = ++commits
     batch.streams.forEach((write, s) => {
@@ -141,11 +143,11 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
       })
       row.version = committed[s].version
     })
-    for (const write of [...(batch.documents ?? []), ...inlineWrites]) {
+    for (const write of [...(batch.documents ?? []), ...(outcome?.writes ?? [])]) {
       documents.set(docKey(write), structuredClone(write))
     }
     if (committed.some((c) => c.events.length > 0)) notify()
-    return Either.right({ _tag: "Committed", streams: committed })
+    return Either.right({ _tag: "Committed", streams: committed, states: outcome?.states })
   }
 
   // Waits for the locks of the streams `who` does not hold yet, in id order

@@ -1075,8 +1075,8 @@ export const make = (options?: Options) =>
         const sent = yield* execute(batch, undefined)
         const { committed, conflicts } = yield* settle(batch, sent)
         if (conflicts.length > 0) return { _tag: "Conflicted", conflicts } as Storage.CommitResult
-        if (batch.inline !== undefined) yield* runInline(batch.inline, committed)
-        return { _tag: "Committed", streams: committed } as Storage.CommitResult
+        const outcome = batch.inline === undefined ? undefined : yield* runInline(batch.inline, committed)
+        return { _tag: "Committed", streams: committed, states: outcome?.states } as Storage.CommitResult
       })
 
     // Sends the batch statement: all streams or none, or with a commit token
@@ -1157,17 +1157,17 @@ export const make = (options?: Options) =>
     // Runs inside the commit's transaction, after the events are in.
     const runInline = (work: Storage.InlineWork, committed: ReadonlyArray<Storage.CommittedStream>) =>
       Effect.gen(function*() {
-        const refs = work.documents(committed)
+        const step = yield* work.prepare(committed)
         let existing: ReadonlyArray<Storage.StoredDocument> = []
-        if (refs.length > 0) {
-          yield* sql.unsafe(q.placeholders, refArrays(refs))
-          existing = (yield* sql.unsafe<DocumentRow>(q.lockDocuments, refArrays(refs)))
+        if (step.documents.length > 0) {
+          yield* sql.unsafe(q.placeholders, refArrays(step.documents))
+          existing = (yield* sql.unsafe<DocumentRow>(q.lockDocuments, refArrays(step.documents)))
             .filter((row) => row.data !== null)
             .map(toDocument)
         }
-        const writes = work.compute(committed, existing)
-        if (Either.isLeft(writes)) return yield* Effect.fail(writes.left)
-        if (writes.right.length > 0) yield* sql.unsafe(q.upsertDocuments, writeArrays(writes.right))
+        const outcome = yield* step.compute(existing)
+        if (outcome.writes.length > 0) yield* sql.unsafe(q.upsertDocuments, writeArrays(outcome.writes))
+        return outcome
       })
 
     // A unique violation, deadlock or serialization failure while saving is a

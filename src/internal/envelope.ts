@@ -1,0 +1,71 @@
+/**
+ * The one envelope builder, and the one way to decode a stored event: the
+ * session, Inline projections and the daemon all build envelopes here.
+ *
+ * @internal
+ */
+import * as Either from "effect/Either"
+import type * as Aggregate from "../Aggregate.js"
+import { EventDecodeError } from "../Errors.js"
+import type { EventEnvelope, EventMetadata } from "../EventEnvelope.js"
+import type * as Storage from "../Storage.js"
+
+/** @internal where an event stands: in its stream, in the global log, in time. */
+export interface Position {
+  readonly streamId: string
+  readonly version: number
+  readonly sequence: number
+  readonly type: string
+  readonly timestamp: Date
+  readonly tenantId: string
+}
+
+/** @internal an envelope of `data` at `position` with `metadata`. */
+export const make = <E>(position: Position, data: E, metadata: EventMetadata): EventEnvelope<E> => ({
+  streamId: position.streamId,
+  version: position.version,
+  sequence: position.sequence,
+  type: position.type,
+  data,
+  timestamp: position.timestamp,
+  tenantId: position.tenantId,
+  correlationId: metadata.correlationId,
+  causationId: metadata.causationId,
+  headers: metadata.headers ?? {}
+})
+
+/** @internal the envelope of a stored event around its decoded data. */
+export const ofStored = <E>(stored: Storage.StoredEvent, data: E): EventEnvelope<E> => make(stored, data, stored.metadata)
+
+/** @internal a stored event decoded by its aggregate's Schema, or the error naming it. */
+export const decodeStored = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  stored: Storage.StoredEvent
+): Either.Either<EventEnvelope<E>, EventDecodeError> => {
+  const decoded = aggregate.codec.decode(stored.type, stored.data)
+  return Either.isRight(decoded)
+    ? Either.right(ofStored(stored, decoded.right))
+    : Either.left(
+      new EventDecodeError({ streamId: stored.streamId, version: stored.version, eventType: stored.type, message: decoded.left })
+    )
+}
+
+/** @internal stored events decoded in order; the first that does not decode fails all. */
+export const decodeAll = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  rows: ReadonlyArray<Storage.StoredEvent>
+): Either.Either<Array<EventEnvelope<E>>, EventDecodeError> => {
+  const out: Array<EventEnvelope<E>> = new Array(rows.length)
+  for (let i = 0; i < rows.length; i++) {
+    const decoded = decodeStored(aggregate, rows[i])
+    if (Either.isLeft(decoded)) return Either.left(decoded.left)
+    out[i] = decoded.right
+  }
+  return Either.right(out)
+}
+
+/** @internal the type name of an event as the user gave it (its `_tag`). */
+export const tagOf = (event: unknown): string =>
+  event !== null && typeof event === "object" && typeof (event as any)._tag === "string"
+    ? (event as any)._tag
+    : typeof event
