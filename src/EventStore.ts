@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
@@ -15,8 +16,11 @@ import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedE
 import { InvalidTenantIdError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
 import { lockTimeout } from "./internal/input.js"
+import * as StateCache from "./internal/stateCache.js"
 import * as internal from "./internal/store.js"
+import * as Projections from "./Projections.js"
 import * as Session from "./Session.js"
+import type * as Storage from "./Storage.js"
 
 /**
  * The event store service: storage plus the projection registry. Provided by
@@ -37,6 +41,42 @@ export type EventStore = internal.EventStore
  * @since 0.1.0
  */
 export type EventStoreShape = internal.EventStoreShape
+
+/**
+ * Options every store takes, whatever its storage.
+ *
+ * @since 0.1.0
+ */
+export interface MakeOptions {
+  /** How long an exclusive fetch waits for a stream's lock by default (5 seconds). */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  /** Keep up to this many Live aggregate states between sessions (off by default). */
+  readonly liveStateCache?: number | undefined
+}
+
+/**
+ * The event store over a storage (an implementation of the `Storage` port) and
+ * the projection registry: both store layers are this over their storage, so
+ * a third storage is a port implementation and nothing more.
+ *
+ * @since 0.1.0
+ */
+export const make = (
+  storage: Storage.Storage,
+  options?: MakeOptions
+): Effect.Effect<EventStoreShape, InvalidOptionError, Projections.Projections> =>
+  Effect.gen(function*() {
+    const defaultLockTimeout = yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
+    const projections = yield* Projections.Projections
+    return EventStore.of({
+      storage,
+      projections,
+      defaultLockTimeout,
+      liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
+        ? StateCache.make(options.liveStateCache)
+        : undefined
+    })
+  })
 
 /**
  * The tenant events are written with when none is set.

@@ -8,9 +8,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { InvalidOptionError } from "./Errors.js"
-import { lockTimeout } from "./internal/input.js"
-import * as StateCache from "./internal/stateCache.js"
-import { EventStore } from "./internal/store.js"
+import * as EventStore from "./EventStore.js"
 import * as MemoryStorage from "./memory/MemoryStorage.js"
 import { Projections } from "./Projections.js"
 
@@ -40,17 +38,8 @@ export interface Options {
  */
 export const make = (options?: Options) =>
   Effect.gen(function*() {
-    const defaultLockTimeout = yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
-    const projections = yield* Projections
     const storage = yield* MemoryStorage.make
-    return EventStore.of({
-      storage,
-      projections,
-      defaultLockTimeout,
-      liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
-        ? StateCache.make(options.liveStateCache)
-        : undefined
-    })
+    return yield* EventStore.make(storage, options)
   })
 
 /**
@@ -59,8 +48,8 @@ export const make = (options?: Options) =>
  *
  * @since 0.1.0
  */
-export const layerWith = (options?: Options): Layer.Layer<EventStore, InvalidOptionError, Projections> =>
-  Layer.effect(EventStore, make(options))
+export const layerWith = (options?: Options): Layer.Layer<EventStore.EventStore, InvalidOptionError, Projections> =>
+  Layer.effect(EventStore.EventStore, make(options))
 
 /**
  * The in-memory store; each build of the layer starts empty.
@@ -68,4 +57,4 @@ export const layerWith = (options?: Options): Layer.Layer<EventStore, InvalidOpt
  * @since 0.1.0
  */
 // The default options are valid: this layer cannot fail.
-export const layer: Layer.Layer<EventStore, never, Projections> = Layer.orDie(layerWith())
+export const layer: Layer.Layer<EventStore.EventStore, never, Projections> = Layer.orDie(layerWith())

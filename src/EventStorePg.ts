@@ -11,8 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { type EventStoreError, InvalidOptionError } from "./Errors.js"
 import { lockTimeout } from "./internal/input.js"
-import * as StateCache from "./internal/stateCache.js"
-import { EventStore } from "./internal/store.js"
+import * as EventStore from "./EventStore.js"
 import * as PgStorage from "./pg/PgStorage.js"
 import { Projections } from "./Projections.js"
 
@@ -68,20 +67,13 @@ export const make = (options?: Options) =>
         reason: "must be a PostgreSQL identifier: a letter or _, then up to 62 letters, digits or _"
       })
     }
-    const defaultLockTimeout = yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
+    // Checked here too (as EventStore.make does) so that a bad one never touches the database.
+    yield* lockTimeout("lockTimeout", options?.lockTimeout ?? "5 seconds")
     yield* PgStorage.migrate(schema)
     const storage = yield* PgStorage.make({ schema, claimInterval: options?.claimInterval, writeCombining: options?.writeCombining,
       readCombining: options?.readCombining
     })
-    const projections = yield* Projections
-    return EventStore.of({
-      storage,
-      projections,
-      defaultLockTimeout,
-      liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
-        ? StateCache.make(options.liveStateCache)
-        : undefined
-    })
+    return yield* EventStore.make(storage, options)
   })
 
 /**
@@ -92,8 +84,8 @@ export const make = (options?: Options) =>
  */
 export const layer = (
   options?: Options
-): Layer.Layer<EventStore, EventStoreError | InvalidOptionError, SqlClient.SqlClient | Projections> =>
-  Layer.scoped(EventStore, make(options))
+): Layer.Layer<EventStore.EventStore, EventStoreError | InvalidOptionError, SqlClient.SqlClient | Projections> =>
+  Layer.scoped(EventStore.EventStore, make(options))
 
 /**
  * The PostgreSQL store with its options read from configuration
@@ -104,8 +96,8 @@ export const layer = (
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
 ): Layer.Layer<
-  EventStore,
+  EventStore.EventStore,
   EventStoreError | InvalidOptionError | ConfigError.ConfigError,
   SqlClient.SqlClient | Projections
 > =>
-  Layer.scoped(EventStore, Effect.flatMap(Config.unwrap(config), make))
+  Layer.scoped(EventStore.EventStore, Effect.flatMap(Config.unwrap(config), make))
