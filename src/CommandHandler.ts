@@ -9,7 +9,8 @@ import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Aggregate from "./Aggregate.js"
 import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "./Errors.js"
-import * as EventStore from "./EventStore.js"
+import * as Command from "./internal/command.js"
+import type { EventStore } from "./internal/store.js"
 import type * as Session from "./Session.js"
 
 /**
@@ -17,7 +18,7 @@ import type * as Session from "./Session.js"
  *
  * @since 0.1.0
  */
-export type HandlerResult<S, E> = EventStore.HandlerResult<S, E>
+export type HandlerResult<S, E> = Command.HandlerResult<S, E>
 
 /**
  * How a command is handled.
@@ -51,9 +52,9 @@ export const make = <S, E, C, Err = never, R = never>(
 (command: C): Effect.Effect<
   HandlerResult<S, E>,
   Err | ConcurrencyError | DeadlockError | StreamLockedError | InvalidOptionError | Session.FetchError | Session.SaveError,
-  R | EventStore.EventStore
+  R | EventStore
 > =>
-  EventStore.writeToAggregate(
+  Command.writeToAggregate(
     aggregate,
     options.id(command),
     (stream) => {

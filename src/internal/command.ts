@@ -1,0 +1,107 @@
+/**
+ * The command workflow, in one home: fetch a stream for writing, run the
+ * decision on it, save, in a session of its own, retried on conflicts and
+ * deadlocks per a Schedule. `EventStore.writeToAggregate` and
+ * `CommandHandler.make` are its two faces.
+ *
+ * @internal
+ */
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Aggregate from "../Aggregate.js"
+import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "../Errors.js"
+import * as Session from "../Session.js"
+import { lockTimeout } from "./input.js"
+import * as internal from "./store.js"
+
+/**
+ * The outcome of a command: the stream's version and state after the new
+ * events, computed without another read.
+ *
+ * @since 0.1.0
+ */
+export interface HandlerResult<S, E> {
+  readonly streamId: string
+  readonly version: number
+  readonly state: Option.Option<S>
+  readonly events: ReadonlyArray<E>
+}
+
+/**
+ * Options of `writeToAggregate`.
+ *
+ * @since 0.1.0
+ */
+export interface WriteOptions {
+  readonly expectedVersion?: number | undefined
+  readonly exclusive?: boolean | undefined
+  /** Lock time-out of an exclusive fetch. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Re-runs fetch-run-save on `ConcurrencyError` and `DeadlockError` only, as the schedule allows. */
+  readonly retry?: Schedule.Schedule<any, ConcurrencyError | DeadlockError> | undefined
+}
+
+const collectAppended = <S, E>(stream: Session.EventStream<S, E>) => {
+  const events: Array<E> = []
+  const wrapped: Session.EventStream<S, E> = {
+    ...stream,
+    appendOne: (event) => Effect.zipRight(Effect.sync(() => events.push(event)), stream.appendOne(event)),
+    appendMany: (many) => {
+      const all = Array.from(many)
+      return Effect.zipRight(Effect.sync(() => events.push(...all)), stream.appendMany(all))
+    }
+  }
+  return { events, stream: wrapped }
+}
+
+/**
+ * Fetches a stream for writing, runs `f` on it, and saves, in a session of its
+ * own. With `retry`, a `ConcurrencyError` re-runs the whole workflow.
+ *
+ * @since 0.1.0
+ */
+export const writeToAggregate = <S, E, Err, R>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  f: (stream: Session.EventStream<S, E>) => Effect.Effect<void, Err, R>,
+  options?: WriteOptions
+): Effect.Effect<
+  HandlerResult<S, E>,
+  Err | Session.FetchError | Session.SaveError | StreamLockedError | InvalidOptionError,
+  Exclude<R, Session.Session> | internal.EventStore
+> => {
+  // A bad time-out fails at the call, exclusive or not, before any session starts.
+  const timeout = options?.timeout === undefined ? undefined : lockTimeout("timeout", options.timeout)
+  if (timeout !== undefined && Either.isLeft(timeout)) return Effect.fail(timeout.left)
+  const once = Session.run(Effect.gen(function*() {
+    const session = yield* Session.Session
+    const fetched = options?.exclusive
+      ? yield* session.fetchForExclusiveWriting(aggregate, id, {
+        expectedVersion: options.expectedVersion,
+        timeout: options.timeout
+      })
+      : yield* session.fetchForWriting(aggregate, id, { expectedVersion: options?.expectedVersion })
+    const { events, stream } = collectAppended(fetched)
+    yield* f(stream)
+    const saved = yield* session.saveChanges
+    const known = session.known(aggregate, id, yield* FiberRef.get(internal.currentTenant))
+    const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
+    return {
+      streamId: id,
+      version,
+      state: Option.match(known, { onNone: () => fetched.aggregate, onSome: (k) => k.state as Option.Option<S> }),
+      events
+    }
+  }))
+  if (options?.retry === undefined) return once
+  // Only a ConcurrencyError or DeadlockError is retried: any other failure stops the schedule at once.
+  const onlyConflicts = Schedule.whileInput(
+    options.retry as Schedule.Schedule<unknown, unknown>,
+    (error: unknown) => (error as any)?._tag === "ConcurrencyError" || (error as any)?._tag === "DeadlockError"
+  )
+  return Effect.retry(once, onlyConflicts as any) as typeof once
+}
