@@ -32,8 +32,8 @@ import {
 import type { EventEnvelope, EventMetadata } from "./EventEnvelope.js"
 import * as Envelope from "./internal/envelope.js"
 import * as Inline from "./internal/inline.js"
+import * as Rehydrate from "./internal/rehydrate.js"
 import { lockTimeout, textProblem } from "./internal/input.js"
-import type * as StateCache from "./internal/stateCache.js"
 import { currentMetadata, currentTenant, EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
 import type * as Storage from "./Storage.js"
@@ -280,102 +280,8 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
   })
 
   const ops = (): Storage.Operations => transaction?.transaction ?? storage
-  const liveStates = store.liveStates
 
-  interface Loaded<S> {
-    readonly version: number
-    readonly state: Option.Option<S>
-  }
-  const foldRows = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E, any, any>,
-    from: Option.Option<S>,
-    version: number,
-    rows: ReadonlyArray<Storage.StoredEvent>
-  ): Effect.Effect<Loaded<S>, EventDecodeError> => {
-    const envelopes = Envelope.decodeAll(aggregate, rows)
-    if (Either.isLeft(envelopes)) return Effect.fail(envelopes.left)
-    const list = envelopes.right
-    return Effect.succeed({
-      version: list.length === 0 ? version : list[list.length - 1].version,
-      state: Aggregate.foldFrom(aggregate, from, list)
-    })
-  }
-
-  const load = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E, any, any>,
-    tenant: string,
-    id: string,
-    options?: Storage.ReadOptions
-  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
-    Effect.flatMap(ops().readStream(tenant, id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
-
-  // Live aggregates of a store that keeps states: the kept state plus the
-  // events after it. Inside a caller's transaction the cache is not used at
-  // all: what it reads could still roll back, and its snapshot (under
-  // REPEATABLE READ) may be older than what was kept.
-  const loadKept = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E, any, any>,
-    tenant: string,
-    id: string,
-    codec: Aggregate.StateCodec<S>,
-    cache: StateCache.StateCache
-  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
-    Effect.flatMap(storage.joined, (joined): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
-      if (joined) return load(aggregate, tenant, id)
-      const key = streamKey(tenant, id)
-      // Folds `rows` onto `from` and keeps the result, with the sequence of its last event.
-      const foldAndKeep = (from: Option.Option<S>, version: number, rows: ReadonlyArray<Storage.StoredEvent>) =>
-        Effect.map(foldRows(aggregate, from, version, rows), (loaded) => {
-          if (rows.length > 0 && Option.isSome(loaded.state)) {
-            const data = codec.encode(loaded.state.value)
-            if (Either.isRight(data)) {
-              cache.set(key, { aggregate, version: loaded.version, sequence: rows[rows.length - 1].sequence, data: data.right })
-            }
-          }
-          return loaded
-        })
-      const loadAll = () => Effect.flatMap(ops().readStream(tenant, id), (rows) => foldAndKeep(Option.none(), 0, rows))
-      const kept = cache.get(key, aggregate)
-      if (kept === undefined) return loadAll()
-      const state = codec.decode(kept.data)
-      if (Either.isLeft(state)) {
-        cache.delete(key)
-        return loadAll()
-      }
-      // The tail starts at the kept event itself: the same sequence there proves the
-      // stream is the one that was kept (not one reset or restored under this process).
-      return Effect.flatMap(ops().readStream(tenant, id, { fromVersion: kept.version }), (rows) => {
-        if (rows.length === 0 || rows[0].version !== kept.version || rows[0].sequence !== kept.sequence) {
-          cache.delete(key)
-          return loadAll()
-        }
-        return rows.length === 1
-          ? Effect.succeed<Loaded<S>>({ version: kept.version, state: Option.some(state.right) })
-          : foldAndKeep(Option.some(state.right), kept.version, rows.slice(1))
-      }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(key))))
-    })
-
-  // Inline and Async aggregates: the stored snapshot plus the events after it,
-  // in one round trip. An Inline snapshot is current, so no event is read.
-  const loadLatest = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E, any, any>,
-    tenant: string,
-    id: string
-  ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> => {
-    const versions = registry.storedSnapshotVersionsOf(aggregate)
-    const codec = Aggregate.stateCodec(aggregate)
-    if (codec === undefined) return load(aggregate, tenant, id)
-    if (versions.length === 0) {
-      return liveStates === undefined ? load(aggregate, tenant, id) : loadKept(aggregate, tenant, id, codec, liveStates)
-    }
-    return Effect.flatMap(ops().loadSnapshot(tenant, id, aggregate.name, versions), ({ snapshot, tail }) => {
-      if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail)
-      const decoded = codec.decode(snapshot.data)
-      // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
-      if (Either.isLeft(decoded)) return load(aggregate, tenant, id)
-      return foldRows(aggregate, Option.some(decoded.right), snapshot.streamVersion ?? 0, tail)
-    })
-  }
+  const { load, loadLatest } = Rehydrate.make({ storage, ops, registry, liveStates: store.liveStates })
 
   const pendingFor = (aggregate: Aggregate.Any, tenant: string, id: string, mode: Pending["mode"], expected: Storage.Expected) => {
     let entry = pending.get(streamKey(tenant, id))
@@ -410,7 +316,7 @@ const unsafeMake = (store: EventStore["Type"]): { readonly session: SessionShape
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     tenant: string,
     id: string,
-    loaded: Loaded<S>,
+    loaded: Rehydrate.Loaded<S>,
     options: FetchOptions | undefined
   ): Effect.Effect<EventStream<S, E>, ConcurrencyError> => {
     if (options?.expectedVersion !== undefined && options.expectedVersion !== loaded.version) {
