@@ -10,7 +10,8 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 
-const freePort = () =>
+/** A TCP port free on 127.0.0.1 right now. */
+export const freePort = () =>
   new Promise<number>((resolve, reject) => {
     const server = net.createServer()
     server.unref()

@@ -29,25 +29,14 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { Aggregate, CommandHandler, EventStore, EventStorePg, Projections, Session } from "effect-chronicle"
+import { freePort } from "../examples/postgres.js"
 
 // ---------------------------------------------------------------------------
 // A PostgreSQL server of our own that can be killed and started again.
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
 
 const idOf = (flag: "-u" | "-g") => Number(childProcess.execFileSync("id", [flag, "postgres"], { encoding: "utf-8" }).trim())
 
