@@ -15,6 +15,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "../Aggregate.js"
 import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "../Errors.js"
 import * as Session from "../Session.js"
+import * as SessionInternal from "./session.js"
 import { lockTimeout } from "./input.js"
 import * as internal from "./store.js"
 
@@ -88,7 +89,7 @@ export const writeToAggregate = <S, E, Err, R>(
     const { events, stream } = collectAppended(fetched)
     yield* f(stream)
     const saved = yield* session.saveChanges
-    const known = session.known(aggregate, id, yield* FiberRef.get(internal.currentTenant))
+    const known = SessionInternal.known(session, aggregate, id, yield* FiberRef.get(internal.currentTenant))
     const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
     return {
       streamId: id,

@@ -1,0 +1,224 @@
+/**
+ * The body of a session: its operations over one unit of work, speaking to
+ * the stores only through the `Storage` port. `Session.ts` is its face.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
+import * as Aggregate from "../Aggregate.js"
+import { ConcurrencyError, EventStoreError, InvalidExpectedVersionError, InvalidStreamIdError } from "../Errors.js"
+import type * as Session from "../Session.js"
+import type * as Storage from "../Storage.js"
+import * as StreamId from "../StreamId.js"
+import * as Envelope from "./envelope.js"
+import * as Exclusive from "./exclusive.js"
+import type * as Inline from "./inline.js"
+import { lockTimeout } from "./input.js"
+import * as Rehydrate from "./rehydrate.js"
+import * as Save from "./save.js"
+import { currentMetadata, currentTenant, type EventStoreShape } from "./store.js"
+import * as UnitOfWork from "./unitOfWork.js"
+
+/** @internal the state of one session, shared by its operations. */
+interface Context extends Save.Deps {
+  readonly store: EventStoreShape
+  readonly exclusive: Exclusive.Exclusive
+  /** The operations to read with: the session's transaction once it holds locks, else the storage. */
+  readonly ops: () => Storage.Operations
+  readonly load: ReturnType<typeof Rehydrate.make>["load"]
+  readonly loadLatest: ReturnType<typeof Rehydrate.make>["loadLatest"]
+}
+
+// Checked synchronously: a bad id or expectation fails before any effect runs.
+const invalidInput = (id: string, expected: unknown): InvalidStreamIdError | InvalidExpectedVersionError | undefined => {
+  const reason = StreamId.invalidReason(id)
+  if (reason !== undefined) return new InvalidStreamIdError({ streamId: id, reason })
+  return expected === undefined || (typeof expected === "number" && Number.isSafeInteger(expected) && expected >= 0)
+    ? undefined
+    : new InvalidExpectedVersionError({ streamId: id, expectedVersion: expected })
+}
+
+const appendTo = (ctx: Context, entry: UnitOfWork.Pending, aggregate: Aggregate.Any, events: Iterable<unknown>) =>
+  Effect.withFiberRuntime<void>((fiber) => {
+    UnitOfWork.push(ctx.uow, entry, aggregate, events, fiber.getFiberRef(currentMetadata))
+    return Effect.void
+  })
+
+const streamFor = <S, E>(
+  ctx: Context,
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  tenant: string,
+  id: string,
+  loaded: Rehydrate.Loaded<S>,
+  options: Session.FetchOptions | undefined
+): Effect.Effect<Session.EventStream<S, E>, ConcurrencyError> => {
+  if (options?.expectedVersion !== undefined && options.expectedVersion !== loaded.version) {
+    return Effect.fail(
+      new ConcurrencyError({ streamId: id, expectedVersion: options.expectedVersion, actualVersion: loaded.version })
+    )
+  }
+  // The last fetch of a stream sets the expectation its pending action is saved with.
+  const entry = UnitOfWork.pendingFor(ctx.uow, aggregate, tenant, id, "fetched", loaded.version)
+  if (options?.alwaysEnforceConsistency) entry.enforce = true
+  UnitOfWork.fetched(ctx.uow, aggregate, tenant, id, { state: loaded.state, version: loaded.version, saved: false })
+  return Effect.succeed({
+    id,
+    aggregate: loaded.state,
+    version: loaded.version,
+    appendOne: (event) => appendTo(ctx, entry, aggregate, [event]),
+    appendMany: (events) => appendTo(ctx, entry, aggregate, events),
+    alwaysEnforceConsistency: (on = true) => Effect.sync(() => void (entry.enforce = on))
+  })
+}
+
+const fetchForWriting = (ctx: Context): Session.SessionShape["fetchForWriting"] => (aggregate, id, options) =>
+  Effect.withFiberRuntime((fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
+    const invalid = invalidInput(id, options?.expectedVersion)
+    if (invalid !== undefined) return Effect.fail(invalid)
+    const tenant = fiber.getFiberRef(currentTenant)
+    return Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options))
+  })
+
+const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForExclusiveWriting"] => (aggregate, id, options) =>
+  Effect.gen(function*() {
+    const invalid = invalidInput(id, options?.expectedVersion)
+    if (invalid !== undefined) return yield* invalid
+    const timeout = options?.timeout === undefined
+      ? ctx.store.defaultLockTimeout
+      : yield* lockTimeout("timeout", options.timeout)
+    const tenant = yield* FiberRef.get(currentTenant)
+    yield* Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout)
+    const loaded = yield* ctx.loadLatest(aggregate, tenant, id)
+    return yield* streamFor(ctx, aggregate, tenant, id, loaded, options)
+  })
+
+const aggregateStream = (ctx: Context): Session.SessionShape["aggregateStream"] => (aggregate, id, options) =>
+  Effect.zipRight(
+    StreamId.validate(id),
+    Effect.map(
+      Effect.flatMap(FiberRef.get(currentTenant), (tenant) => ctx.load(aggregate, tenant, id, { toVersion: options?.version, toTimestamp: options?.timestamp })),
+      (loaded) => loaded.state
+    )
+  )
+
+const fetchLatest = (ctx: Context): Session.SessionShape["fetchLatest"] => (aggregate, id) =>
+  Effect.withFiberRuntime((fiber) => {
+    const tenant = fiber.getFiberRef(currentTenant)
+    const known = UnitOfWork.knownOf(ctx.uow, aggregate, tenant, id)
+    // After our own save the identity map holds the newest state we can know of.
+    if (known !== undefined && known.saved) return Effect.succeed(known.state)
+    return Effect.zipRight(StreamId.validate(id), Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state))
+  })
+
+const loadDocument = (ctx: Context): Session.SessionShape["loadDocument"] => (projection, key) =>
+  Effect.gen(function*() {
+    const codec = projection._tag === "Snapshot" ? Aggregate.stateCodec(projection.aggregate) : projection.stateCodec
+    if (codec === undefined) return Option.none()
+    const tenantId = yield* FiberRef.get(currentTenant)
+    const docs = yield* ctx.ops().readDocuments([{ projection: projection.name, projectionVersion: projection.version, tenantId, id: key }])
+    if (docs.length === 0) return Option.none()
+    const decoded = codec.decode(docs[0].data)
+    if (Either.isLeft(decoded)) {
+      return yield* new EventStoreError({
+        message: `Document "${key}" of projection ${projection.name} v${projection.version} cannot be decoded: ${decoded.left}`
+      })
+    }
+    return Option.some(decoded.right)
+  })
+
+const readStream = (ctx: Context): Session.SessionShape["readStream"] => (id, options) =>
+  Effect.zipRight(
+    StreamId.validate(id),
+    Effect.map(
+      Effect.flatMap(FiberRef.get(currentTenant), (tenant) =>
+        ctx.ops().readStream(tenant, id, {
+          fromVersion: options?.fromVersion,
+          toVersion: options?.toVersion,
+          toTimestamp: options?.timestamp
+        })),
+      (rows) => rows.map((row) => Envelope.ofStored<unknown>(row, row.data))
+    )
+  )
+
+const startStream = (ctx: Context): Session.SessionShape["startStream"] => (aggregate, id, events) =>
+  Effect.flatMap(
+    Effect.zipRight(StreamId.validate(id), FiberRef.get(currentTenant)),
+    (tenant) => appendTo(ctx, UnitOfWork.pendingFor(ctx.uow, aggregate, tenant, id, "start", 0), aggregate, events)
+  )
+
+const append = (ctx: Context): Session.SessionShape["append"] => (aggregate, id, events, options) =>
+  Effect.withFiberRuntime((fiber) => {
+    const invalid = invalidInput(id, options?.expectedVersion)
+    if (invalid !== undefined) return Effect.fail(invalid)
+    const tenant = fiber.getFiberRef(currentTenant)
+    const existing = UnitOfWork.pendingOf(ctx.uow, tenant, id)
+    const entry = existing === undefined
+      ? UnitOfWork.pendingFor(ctx.uow, aggregate, tenant, id, "append", options?.expectedVersion ?? "any")
+      : existing
+    if (existing !== undefined && options?.expectedVersion !== undefined) {
+      entry.expected = options.expectedVersion
+    }
+    UnitOfWork.push(ctx.uow, entry, aggregate, events, fiber.getFiberRef(currentMetadata))
+    return Effect.void
+  })
+
+// A save ends the unit of work, whatever its outcome: pending appends are
+// dropped (a retry fetches again), and the transaction of an exclusive fetch
+// ends, giving back its locks and its connection.
+const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.SaveError> =>
+  Effect.withFiberRuntime((fiber) => {
+    const { saving, tenantId, tenants } = UnitOfWork.take(ctx.uow, fiber.getFiberRef(currentTenant))
+    // A commit is one tenant's (the port's batch carries one tenant): pending work
+    // of several tenants in one session is refused whole, so nothing is written.
+    const effect: Effect.Effect<Session.SaveResult, Session.SaveError> = tenants.size > 1
+      ? Effect.fail(
+        new EventStoreError({
+          message: `A session saves the streams of one tenant at a time; this one has pending changes in tenants ${
+            Array.from(tenants).map((t) => JSON.stringify(t)).join(", ")
+          }`
+        })
+      )
+      : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId)
+    return ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive))
+  })
+
+// The identity map of each live session, for the command workflow's result;
+// kept off the public `SessionShape`.
+const unitsOfWork = new WeakMap<Session.SessionShape, UnitOfWork.UnitOfWork>()
+
+/** @internal what this session knows of a stream's state, as of its last fetch or save. */
+export const known = (
+  session: Session.SessionShape,
+  aggregate: Aggregate.Any,
+  id: string,
+  tenantId: string
+): Option.Option<UnitOfWork.Known<any>> => {
+  const uow = unitsOfWork.get(session)
+  return Option.fromNullable(uow === undefined ? undefined : UnitOfWork.knownOf(uow, aggregate, tenantId, id))
+}
+
+/** @internal a session over `store`, and what ends it (its locks given back, anything unsaved rolled back). */
+export const unsafeMake = (store: EventStoreShape): { readonly session: Session.SessionShape; readonly close: Effect.Effect<void> } => {
+  const uow = UnitOfWork.make()
+  const exclusive = Exclusive.make()
+  const ops = (): Storage.Operations => exclusive.transaction ?? store.storage
+  const { load, loadLatest } = Rehydrate.make({ storage: store.storage, ops, registry: store.projections, liveStates: store.liveStates })
+  const knownAt: Inline.KnownAt = (entry, version) => UnitOfWork.knownAt(uow, entry as UnitOfWork.Pending, version)
+  const ctx: Context = { store, storage: store.storage, registry: store.projections, uow, knownAt, exclusive, ops, load, loadLatest }
+  const session: Session.SessionShape = {
+    fetchForWriting: fetchForWriting(ctx),
+    fetchForExclusiveWriting: fetchForExclusiveWriting(ctx),
+    fetchLatest: fetchLatest(ctx),
+    aggregateStream: aggregateStream(ctx),
+    readStream: readStream(ctx),
+    startStream: startStream(ctx),
+    append: append(ctx),
+    saveChanges: saveChanges(ctx),
+    loadDocument: loadDocument(ctx)
+  }
+  unitsOfWork.set(session, uow)
+  return { session, close: Exclusive.end(exclusive) }
+}
