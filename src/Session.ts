@@ -154,10 +154,17 @@ export interface SessionShape {
     id: string,
     options?: AggregateStreamOptions
   ) => Effect.Effect<Option.Option<S>, EventStoreError | EventDecodeError | InvalidStreamIdError>
-  readonly readStream: (
-    id: string,
-    options?: ReadStreamOptions
-  ) => Effect.Effect<ReadonlyArray<EventEnvelope<unknown>>, EventStoreError | InvalidStreamIdError>
+  readonly readStream: {
+    <S, E>(
+      aggregate: Aggregate.Aggregate<S, E, any, any>,
+      id: string,
+      options?: ReadStreamOptions
+    ): Effect.Effect<ReadonlyArray<EventEnvelope<E>>, EventStoreError | EventDecodeError | InvalidStreamIdError>
+    (
+      id: string,
+      options?: ReadStreamOptions
+    ): Effect.Effect<ReadonlyArray<EventEnvelope<unknown>>, EventStoreError | InvalidStreamIdError>
+  }
   readonly startStream: <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
@@ -264,15 +271,24 @@ export const aggregateStream = <S, E>(
   Effect.flatMap(Session, (session) => session.aggregateStream(aggregate, id, options))
 
 /**
- * The stream's raw events (encoded payloads) in version order.
+ * The stream's events in version order: given an aggregate, decoded by its
+ * event Schema (`data` a full event, `_tag` included; an event it cannot
+ * decode fails with `EventDecodeError`); given only an id, raw (encoded
+ * payloads).
  *
  * @since 0.1.0
  */
-export const readStream = (
-  id: string,
-  options?: ReadStreamOptions
-): Effect.Effect<ReadonlyArray<EventEnvelope<unknown>>, EventStoreError | InvalidStreamIdError, Session> =>
-  Effect.flatMap(Session, (session) => session.readStream(id, options))
+export const readStream: {
+  <S, E>(
+    aggregate: Aggregate.Aggregate<S, E, any, any>,
+    id: string,
+    options?: ReadStreamOptions
+  ): Effect.Effect<ReadonlyArray<EventEnvelope<E>>, EventStoreError | EventDecodeError | InvalidStreamIdError, Session>
+  (
+    id: string,
+    options?: ReadStreamOptions
+  ): Effect.Effect<ReadonlyArray<EventEnvelope<unknown>>, EventStoreError | InvalidStreamIdError, Session>
+} = (...args: [any, any?, any?]) => Effect.flatMap(Session, (session) => (session.readStream as any)(...args)) as any
 
 /**
  * Starts a new stream; the save fails with `StreamExistsError` when the id is taken.

@@ -621,6 +621,39 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.deepStrictEqual(yield* versionsOf({ timestamp: new Date(Number.NaN) }), [])
         }))
 
+      it.effect("readStream with an aggregate gives decoded, typed envelopes in version order", () =>
+        Effect.gen(function*() {
+          const id = newId("order")
+          yield* EventStore.withMetadata(seed(id, [created("a", "b"), new ItemReady({ name: "a" })]), {
+            correlationId: "corr-2",
+            headers: { user: "grace" }
+          })
+          yield* seed(id, [new ItemReady({ name: "b" })])
+          const events = yield* Session.run(Session.readStream(Order, id))
+          assert.deepStrictEqual(events.map((e) => [e.version, e.type, e.data._tag]), [
+            [1, "OrderCreated", "OrderCreated"],
+            [2, "ItemReady", "ItemReady"],
+            [3, "ItemReady", "ItemReady"]
+          ])
+          // Full events, as the aggregate's Schema decodes them: class instances, not payloads.
+          assert.instanceOf(events[0].data, OrderCreated)
+          assert.instanceOf((events[0].data as OrderCreated).items[0], Item)
+          assert.deepStrictEqual(events[1].data, new ItemReady({ name: "a" }))
+          assert.strictEqual(events[1].correlationId, "corr-2")
+          assert.deepStrictEqual(events[1].headers, { user: "grace" })
+          assert.deepStrictEqual(events[2].headers, {})
+          const raw = yield* Session.run(Session.readStream(id))
+          assert.deepStrictEqual(events.map((e) => [e.sequence, e.timestamp.getTime(), e.tenantId]), raw.map((e) => [e.sequence, e.timestamp.getTime(), e.tenantId]))
+          // The raw read's bounds.
+          const versionsOf = (options: Session.ReadStreamOptions) =>
+            Effect.map(Session.run(Session.readStream(Order, id, options)), (events) => events.map((e) => e.version))
+          assert.deepStrictEqual(yield* versionsOf({ fromVersion: 2 }), [2, 3])
+          assert.deepStrictEqual(yield* versionsOf({ toVersion: 2 }), [1, 2])
+          assert.deepStrictEqual(yield* versionsOf({ timestamp: new Date(events[0].timestamp.getTime() - 1) }), [])
+          // Scoped to the tenant: another tenant sees no such stream.
+          assert.deepStrictEqual(yield* EventStore.withTenant(Session.run(Session.readStream(Order, id)), "acme"), [])
+        }))
+
       it.effect("event types, payloads, metadata and tenants with JSON- and SQL-hostile text read back exactly", () =>
         Effect.gen(function*() {
           const id = newId(`notes ${hostile}`)
@@ -912,6 +945,7 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
                 Session.fetchForExclusiveWriting(Order, id as string),
                 Session.fetchLatest(Order, id as string),
                 Session.readStream(id as string),
+                Session.readStream(Order, id as string),
                 Effect.zipRight(Session.append(Order, id as string, [created("a")]), Session.saveChanges),
                 Effect.zipRight(Session.startStream(Order, id as string, [created("a")]), Session.saveChanges)
               ] as const
@@ -964,6 +998,11 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           assert.deepInclude(error, { _tag: "EventDecodeError", streamId: id, version: 2, eventType: "Alien" })
           const latest = yield* Effect.flip(Session.run(Session.fetchLatest(Order, id)))
           assert.strictEqual(latest._tag, "EventDecodeError")
+          const read = yield* Effect.flip(Session.run(Session.readStream(Order, id)))
+          assert.deepInclude(read, { _tag: "EventDecodeError", streamId: id, version: 2, eventType: "Alien" })
+          // Read raw, or as the aggregate that wrote it, the event is there.
+          assert.strictEqual((yield* Session.run(Session.readStream(id))).length, 2)
+          assert.strictEqual((yield* Session.run(Session.readStream(Order, id, { toVersion: 1 }))).length, 1)
         }))
 
       it.effect("a stored payload the schema rejects is an EventDecodeError", () =>
@@ -974,6 +1013,8 @@ export const conformance = (store: StoreUnderTest, lifecycle: Projection.Lifecyc
           const error = yield* Effect.flip(Session.run(Session.fetchForWriting(Order, id)))
           assert.deepInclude(error, { _tag: "EventDecodeError", streamId: id, version: 2, eventType: "ItemReady" })
           assert.include(error.message, "Expected string")
+          const read = yield* Effect.flip(Session.run(Session.readStream(Order, id)))
+          assert.deepInclude(read, { _tag: "EventDecodeError", streamId: id, version: 2, eventType: "ItemReady" })
         }))
 
       // One table of bad inputs: each is the same typed error on both stores, naming the field, and writes nothing.

@@ -129,19 +129,27 @@ const loadDocument = (ctx: Context): Session.SessionShape["loadDocument"] => (pr
     return Option.some(decoded.right)
   })
 
-const readStream = (ctx: Context): Session.SessionShape["readStream"] => (id, options) =>
+const readRows = (ctx: Context, id: string, options: Session.ReadStreamOptions | undefined) =>
   Effect.zipRight(
     StreamId.validate(id),
-    Effect.map(
-      Effect.flatMap(FiberRef.get(currentTenant), (tenant) =>
-        ctx.ops().readStream(tenant, id, {
-          fromVersion: options?.fromVersion,
-          toVersion: options?.toVersion,
-          toTimestamp: options?.timestamp
-        })),
-      (rows) => rows.map((row) => Envelope.ofStored<unknown>(row, row.data))
-    )
+    Effect.flatMap(FiberRef.get(currentTenant), (tenant) =>
+      ctx.ops().readStream(tenant, id, {
+        fromVersion: options?.fromVersion,
+        toVersion: options?.toVersion,
+        toTimestamp: options?.timestamp
+      }))
   )
+
+// Anything but an aggregate is taken for an id, so that a bad one fails as InvalidStreamIdError.
+const isAggregate = (value: unknown): value is Aggregate.Any =>
+  typeof value === "object" && value !== null && "codec" in value && "evolve" in value
+
+const readStream = (ctx: Context): Session.SessionShape["readStream"] =>
+  ((first: unknown, second?: unknown, third?: Session.ReadStreamOptions) =>
+    isAggregate(first)
+      ? Effect.flatMap(readRows(ctx, second as string, third), (rows) => Envelope.decodeAll(first, rows))
+      : Effect.map(readRows(ctx, first as string, second as Session.ReadStreamOptions | undefined), (rows) =>
+        rows.map((row) => Envelope.ofStored<unknown>(row, row.data)))) as Session.SessionShape["readStream"]
 
 const startStream = (ctx: Context): Session.SessionShape["startStream"] => (aggregate, id, events) =>
   Effect.flatMap(
