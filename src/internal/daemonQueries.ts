@@ -1,0 +1,101 @@
+/**
+ * What can be asked of the projections in the log: their status, a wait until
+ * they have caught up, a rebuild. These read the store and the registry's
+ * Async projections; of the workers running in this process they need only
+ * what `Local` tells (leadership, last errors, a worker that steps aside).
+ *
+ * @internal
+ */
+import type * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { EventStoreError } from "../Errors.js"
+import type * as Projection from "../Projection.js"
+import type { RebuildProgress, Status } from "../ProjectionDaemon.js"
+import * as Storage from "../Storage.js"
+import * as Batch from "./daemonBatch.js"
+import * as Metrics from "./daemonMetrics.js"
+
+/** @internal what this process's workers tell the queries, by projection key. */
+export interface Local {
+  readonly leaders: ReadonlySet<string>
+  readonly errors: ReadonlyMap<string, string>
+  /** Stops this process's worker of the projection, if one runs here, and starts it again when the scope closes. */
+  readonly stepAside: (projection: Projection.Projection) => Effect.Effect<void, never, Scope.Scope>
+}
+
+/** @internal what the queries need. */
+export interface Queries extends Batch.Batching {
+  /** The registry's Async projections. */
+  readonly projections: ReadonlyArray<Projection.Projection>
+  readonly local: Local
+}
+
+/** @internal per Async projection: checkpoint, head of the log, lag (also as metrics). */
+export const status = (queries: Queries): Effect.Effect<ReadonlyArray<Status>, EventStoreError> =>
+  Effect.gen(function*() {
+    const ps = queries.storage.projections
+    const head = yield* ps.head
+    return yield* Effect.forEach(queries.projections, (projection) =>
+      Effect.gen(function*() {
+        const ref = Batch.refOf(projection)
+        const progress = yield* ps.progress(ref)
+        const lag = yield* ps.countAfter(progress.checkpoint)
+        yield* Metric.set(Metrics.of(Metrics.lag, ref), lag)
+        return {
+          name: ref.name,
+          version: ref.version,
+          checkpoint: progress.checkpoint.sequence,
+          head: head.sequence,
+          lag,
+          leader: queries.local.leaders.has(Batch.keyOf(ref)),
+          error: queries.local.errors.get(Batch.keyOf(ref))
+        }
+      }))
+  })
+
+/** @internal succeeds once every Async projection has processed everything committed before the call. */
+export const waitForNonStale = (
+  queries: Queries,
+  options?: { readonly timeout?: Duration.DurationInput | undefined }
+): Effect.Effect<void, Cause.TimeoutException | EventStoreError> =>
+  Effect.gen(function*() {
+    const ps = queries.storage.projections
+    // Everything committed before the call is at or before the head now.
+    const target = (yield* ps.head).checkpoint
+    const refs = queries.projections.map(Batch.refOf)
+    const behind = Effect.map(
+      Effect.forEach(refs, (ref) => ps.progress(ref)),
+      (all) => all.some((p) => Storage.isAfter(target, p.checkpoint))
+    )
+    yield* behind.pipe(Effect.repeat({ while: (b) => b, schedule: Schedule.spaced("10 millis") }))
+  }).pipe(Effect.timeout(options?.timeout ?? "30 seconds"))
+
+/** @internal replays a projection from the start, holding its leadership, reporting progress. */
+export const rebuild = (
+  queries: Queries,
+  projection: Projection.Projection
+): Stream.Stream<RebuildProgress, EventStoreError> =>
+  Stream.unwrapScoped(Effect.gen(function*() {
+    const ps = queries.storage.projections
+    // Our own worker steps aside for the rebuild and comes back after it.
+    yield* queries.local.stepAside(projection)
+    const worker = yield* ps.claim(Batch.refOf(projection))
+    yield* worker.reset
+    const total = yield* ps.countAfter(Storage.origin)
+    // One element before the first batch (a bar at 0), then one per stored batch.
+    return Stream.concat(
+      Stream.succeed<RebuildProgress>({ processed: 0, total }),
+      Stream.unfoldEffect<Storage.Progress, RebuildProgress, EventStoreError, never>(
+        { checkpoint: Storage.origin, processed: 0 },
+        (progress) =>
+          Effect.map(Batch.step(queries, projection, worker, progress), (next) =>
+            Option.map(next, (next) => [{ processed: next.processed, total: Math.max(total, next.processed) }, next] as const))
+      )
+    )
+  }))
