@@ -98,9 +98,6 @@ export const metrics = {
   failures: Metrics.failures
 } as const
 
-// Kept where it was exported before the daemon's machinery moved to internal/ (it is @internal there too).
-export { applyBatch } from "./internal/daemonBatch.js"
-
 /**
  * Starts the daemon in the current scope: a worker per Async projection,
  * stopped (after its last complete batch) when the scope closes.
