@@ -6,13 +6,15 @@
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
 import { dual } from "effect/Function"
-import type { InvalidOptionError } from "./Errors.js"
+import type { EventStoreError, InvalidOptionError } from "./Errors.js"
 import { InvalidTenantIdError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
 import { lockTimeout } from "./internal/input.js"
 import * as StateCache from "./internal/stateCache.js"
 import * as Command from "./internal/command.js"
+import * as ReadAll from "./internal/readAll.js"
 import * as internal from "./internal/store.js"
 import * as Projections from "./Projections.js"
 import type * as Storage from "./Storage.js"
@@ -159,3 +161,40 @@ export type WriteOptions = Command.WriteOptions
  * @since 0.1.0
  */
 export const writeToAggregate = Command.writeToAggregate
+
+/**
+ * A place in the global log, between two events: opaque, totally ordered,
+ * JSON-serialisable (a string). Store an event's `position` to resume after it.
+ *
+ * @since 0.2.0
+ */
+export type Position = ReadAll.Position
+
+/**
+ * An event of the global log, with its position.
+ *
+ * @since 0.2.0
+ */
+export type LoggedEnvelope = ReadAll.LoggedEnvelope
+
+/**
+ * Options of `readAll`.
+ *
+ * @since 0.2.0
+ */
+export type ReadAllOptions = ReadAll.Options
+
+/**
+ * The global log as a Stream, in commit order and gap-safe: an event is
+ * emitted only once no transaction that could commit before it is still
+ * running. From just after `after` (or the start), the current tenant's events
+ * (every tenant's with `allTenants`), filtered by event and stream types; it
+ * ends at the head, or with `live` waits for new commits. It reads in batches
+ * as the consumer pulls, in constant memory over any length of log. A bad
+ * option fails the stream with `InvalidOptionError` naming it.
+ *
+ * @since 0.2.0
+ */
+export const readAll: (
+  options?: ReadAllOptions
+) => Stream.Stream<LoggedEnvelope, EventStoreError | InvalidOptionError, EventStore> = ReadAll.readAll

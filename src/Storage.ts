@@ -337,6 +337,20 @@ export interface LoggedEvent extends StoredEvent {
 }
 
 /**
+ * Which events of the log a reader takes. Every field left out takes all.
+ *
+ * @since 0.2.0
+ */
+export interface LogFilter {
+  /** Only this tenant's events; every tenant's when undefined. */
+  readonly tenantId?: string | undefined
+  /** Only events of these types. */
+  readonly types?: ReadonlyArray<string> | undefined
+  /** Only events of streams of these types (aggregate names). */
+  readonly streamTypes?: ReadonlyArray<string> | undefined
+}
+
+/**
  * One version of one projection.
  *
  * @since 0.1.0
@@ -388,6 +402,11 @@ export interface ProjectionStorage {
   readonly progress: (ref: ProjectionRef) => Effect.Effect<Progress, EventStoreError>
   /** The position of the last committed event (the origin for an empty log). */
   readonly head: Effect.Effect<{ readonly checkpoint: Checkpoint; readonly sequence: number }, EventStoreError>
+  /**
+   * Up to `limit` events after `after` that pass `filter`, in commit order,
+   * gap-safe like a worker's `readAfter`; needs no leadership.
+   */
+  readonly readLog: (after: Checkpoint, limit: number, filter: LogFilter) => Effect.Effect<ReadonlyArray<LoggedEvent>, EventStoreError>
   /** How many committed events lie after a position. */
   readonly countAfter: (after: Checkpoint) => Effect.Effect<number, EventStoreError>
   /** Ticks after commits that appended events (best effort: readers also poll). */

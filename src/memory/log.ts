@@ -56,6 +56,22 @@ const claim = (log: Log, ref: Storage.ProjectionRef): Effect.Effect<Storage.Proj
     } satisfies Storage.ProjectionWorker
   })
 
+const passes = (event: LoggedEvent, filter: Storage.LogFilter) =>
+  (filter.tenantId === undefined || event.tenantId === filter.tenantId) &&
+  (filter.types === undefined || filter.types.includes(event.type)) &&
+  (filter.streamTypes === undefined || filter.streamTypes.includes(event.streamType))
+
+const readLog = (log: Log, after: Storage.Checkpoint, limit: number, filter: Storage.LogFilter) => {
+  const out: Array<Storage.LoggedEvent> = []
+  const events = log.state.log
+  for (let i = indexAfter(log, after); i < events.length && out.length < limit; i++) {
+    const e = events[i]
+    // Copies: what a reader gets is its own, as from a database.
+    if (passes(e, filter)) out.push({ ...e, data: structuredClone(e.data), metadata: structuredClone(e.metadata), txId: BigInt(e.commit) })
+  }
+  return out
+}
+
 /** @internal the projection storage of `state`. */
 export const make = (state: State): Storage.ProjectionStorage => {
   const log: Log = { state, progress: new Map(), leaders: new Map() }
@@ -66,6 +82,7 @@ export const make = (state: State): Storage.ProjectionStorage => {
       const last = state.log[state.log.length - 1]
       return last === undefined ? { checkpoint: Storage.origin, sequence: 0 } : { checkpoint: positionOf(last), sequence: last.sequence }
     }),
+    readLog: (after, limit, filter) => Effect.sync(() => readLog(log, after, limit, filter)),
     countAfter: (after) => Effect.sync(() => state.log.length - indexAfter(log, after)),
     changes: Stream.async<void>((emit) => {
       const listener = () => void emit.single(undefined)
