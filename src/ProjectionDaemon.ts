@@ -11,12 +11,14 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { EventStoreError } from "./Errors.js"
 import * as internal from "./internal/daemon.js"
 import * as Metrics from "./internal/daemonMetrics.js"
-import type { EventStore } from "./internal/store.js"
+import * as Queries from "./internal/daemonQueries.js"
+import { EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
 
 /**
@@ -116,34 +118,53 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
 export const layer = (options?: Options): Layer.Layer<ProjectionDaemon, never, EventStore> =>
   Layer.scoped(ProjectionDaemon, make(options))
 
+// The daemon of this process if there is one (it knows its leaders and errors), else the store alone.
+const queries = <A, E>(
+  f: (daemon: ProjectionDaemonShape) => Effect.Effect<A, E>
+): Effect.Effect<A, E, EventStore> =>
+  Effect.flatMap(Effect.serviceOption(ProjectionDaemon), (daemon) =>
+    Option.isSome(daemon)
+      ? f(daemon.value)
+      : Effect.flatMap(EventStore, (store) => f(standalone(store))))
+
+const standalone = (store: EventStore["Type"]): ProjectionDaemonShape => {
+  const q = Queries.standalone(store.storage, store.projections.async)
+  return {
+    waitForNonStale: (options) => Queries.waitForNonStale(q, options),
+    status: Queries.status(q),
+    rebuild: (projection) => Queries.rebuild(q, projection)
+  }
+}
+
 /**
  * Succeeds once every Async projection has processed everything committed
  * before the call; fails with `TimeoutException` after `timeout` (default 30 s).
+ * Needs only the store: the daemon may run in another process.
  *
  * @since 0.1.0
  */
 export const waitForNonStale = (
   options?: { readonly timeout?: Duration.DurationInput | undefined }
-): Effect.Effect<void, Cause.TimeoutException | EventStoreError, ProjectionDaemon> =>
-  Effect.flatMap(ProjectionDaemon, (daemon) => daemon.waitForNonStale(options))
+): Effect.Effect<void, Cause.TimeoutException | EventStoreError, EventStore> =>
+  queries((daemon) => daemon.waitForNonStale(options))
 
 /**
  * Per Async projection: checkpoint, head of the log, lag (also as metrics).
+ * Needs only the store: the daemon may run in another process.
  *
  * @since 0.1.0
  */
-export const status: Effect.Effect<ReadonlyArray<Status>, EventStoreError, ProjectionDaemon> = Effect.flatMap(
-  ProjectionDaemon,
-  (daemon) => daemon.status
-)
+export const status: Effect.Effect<ReadonlyArray<Status>, EventStoreError, EventStore> = queries((daemon) => daemon.status)
 
 /**
  * Replays a projection from the start, reporting progress; the documents of
- * its other versions are not touched.
+ * its other versions are not touched. It holds the projection's leadership
+ * while it runs, so no daemon applies events to it meanwhile. Needs only the
+ * store: the daemon may run in another process.
  *
  * @since 0.1.0
  */
 export const rebuild = (
   projection: Projection.Projection
-): Stream.Stream<RebuildProgress, EventStoreError, ProjectionDaemon> =>
-  Stream.unwrap(Effect.map(ProjectionDaemon, (daemon) => daemon.rebuild(projection)))
+): Stream.Stream<RebuildProgress, EventStoreError, EventStore> =>
+  Stream.unwrap(queries((daemon) => Effect.succeed(daemon.rebuild(projection))))

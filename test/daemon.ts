@@ -199,5 +199,43 @@ export const daemon = (store: StoreUnderTest) =>
             Option.some(["x", "y", "z", "w"])
           )
         }))
+
+      it.scoped("status, waitForNonStale and rebuild need only the store: no daemon in this process", () =>
+        Effect.gen(function*() {
+          // No daemon runs: what is appended now waits.
+          const id = newId("order")
+          yield* Session.run(Effect.zipRight(Session.startStream(Order, id, [created("a")]), Session.saveChanges))
+          const before = yield* ProjectionDaemon.status
+          const order = before.find((s) => s.name === "Order")!
+          assert.isAbove(order.lag, 0)
+          for (const s of before) assert.isFalse(s.leader)
+          const timedOut = yield* Effect.flip(ProjectionDaemon.waitForNonStale({ timeout: "300 millis" }))
+          assert.strictEqual(timedOut._tag, "TimeoutException")
+          // A rebuild from here projects everything into the snapshot.
+          const progress = Chunk.toReadonlyArray(yield* Stream.runCollect(ProjectionDaemon.rebuild(OrderAsync)))
+          assert.strictEqual(progress[progress.length - 1].processed, progress[progress.length - 1].total)
+          assert.deepStrictEqual(yield* Session.run(Session.loadDocument(OrderAsync, id)), yield* Session.run(Session.aggregateStream(Order, id)))
+          const after = yield* ProjectionDaemon.status
+          assert.strictEqual(after.find((s) => s.name === "Order")!.lag, 0)
+        }))
+
+      it.scoped("status and waitForNonStale without a daemon here, while a daemon runs elsewhere", () =>
+        Effect.gen(function*() {
+          // The daemon runs, but is not a service of this program (as on another node).
+          yield* startDaemon()
+          const board = newId("board")
+          yield* appendJoin(board, "p1")
+          yield* ProjectionDaemon.waitForNonStale({ timeout: "20 seconds" })
+          assert.deepStrictEqual(
+            Option.map(yield* Session.run(Session.loadDocument(BoardV1, board)), (s) => s.providers),
+            Option.some(["p1"])
+          )
+          const status = yield* ProjectionDaemon.status
+          for (const s of status) {
+            assert.strictEqual(s.lag, 0)
+            // Leadership is that daemon's, not this program's.
+            assert.isFalse(s.leader)
+          }
+        }))
     }
   )

@@ -36,6 +36,14 @@ export interface Queries extends Batch.Batching {
   readonly local: Local
 }
 
+/** @internal the queries of a process that runs no daemon: no leaders, no errors, no worker to step aside. */
+export const standalone = (storage: Storage.Storage, projections: ReadonlyArray<Projection.Projection>): Queries => ({
+  storage,
+  batchSize: 500,
+  projections,
+  local: { leaders: new Set(), errors: new Map(), stepAside: () => Effect.void }
+})
+
 /** @internal per Async projection: checkpoint, head of the log, lag (also as metrics). */
 export const status = (queries: Queries): Effect.Effect<ReadonlyArray<Status>, EventStoreError> =>
   Effect.gen(function*() {
