@@ -357,6 +357,7 @@ export interface LogFilter {
  */
 export interface ProjectionRef {
   readonly name: string
+  /** The projection's version (1 and up); 0 names a subscription, whose position is kept the same way. */
   readonly version: number
 }
 
@@ -369,6 +370,19 @@ export interface Progress {
   readonly checkpoint: Checkpoint
   /** Events processed since the projection (re)started from the origin. */
   readonly processed: number
+  /** Why a subscription stopped (`onFailure: "stop"`): it delivers nothing until reset. */
+  readonly error?: string | undefined
+}
+
+/**
+ * An event a subscription gave up on, with the error of its last try.
+ *
+ * @since 0.2.0
+ */
+export interface DeadLetter {
+  readonly event: LoggedEvent
+  readonly error: string
+  readonly at: Date
 }
 
 /**
@@ -385,8 +399,14 @@ export interface ProjectionWorker {
   readonly readAfter: (after: Checkpoint, limit: number) => Effect.Effect<ReadonlyArray<LoggedEvent>, EventStoreError>
   readonly readDocuments: (refs: ReadonlyArray<DocumentRef>) => Effect.Effect<ReadonlyArray<StoredDocument>, EventStoreError>
   readonly progress: Effect.Effect<Progress, EventStoreError>
-  /** Writes the documents and moves the checkpoint, atomically. */
-  readonly store: (writes: ReadonlyArray<DocumentWrite>, progress: Progress) => Effect.Effect<void, EventStoreError>
+  /** Writes the documents (and dead letters) and moves the checkpoint, atomically. */
+  readonly store: (
+    writes: ReadonlyArray<DocumentWrite>,
+    progress: Progress,
+    deadLetters?: ReadonlyArray<DeadLetter>
+  ) => Effect.Effect<void, EventStoreError>
+  /** Whether someone waits in `takeOver` for this leadership: the leader should give it up soon. */
+  readonly asked: Effect.Effect<boolean, EventStoreError>
   /** Deletes the projection's documents and progress, atomically (a rebuild starts from here). */
   readonly reset: Effect.Effect<void, EventStoreError>
 }
@@ -397,8 +417,19 @@ export interface ProjectionWorker {
  * @since 0.1.0
  */
 export interface ProjectionStorage {
-  /** Waits until this process leads the projection; the scope's end gives it up. */
+  /**
+   * Waits until this process leads the projection (never while a `takeOver` of
+   * it waits); the scope's end gives it up.
+   */
   readonly claim: (ref: ProjectionRef) => Effect.Effect<ProjectionWorker, EventStoreError, Scope.Scope>
+  /**
+   * Takes the leadership from whoever has it: asks the leader to give it up
+   * (its worker's `asked`), waits until it has, and holds it until the scope
+   * ends. Rebuilds and resets go through here.
+   */
+  readonly takeOver: (ref: ProjectionRef) => Effect.Effect<ProjectionWorker, EventStoreError, Scope.Scope>
+  /** A subscription's dead letters, oldest first. */
+  readonly deadLetters: (ref: ProjectionRef) => Effect.Effect<ReadonlyArray<DeadLetter>, EventStoreError>
   readonly progress: (ref: ProjectionRef) => Effect.Effect<Progress, EventStoreError>
   /** The position of the last committed event (the origin for an empty log). */
   readonly head: Effect.Effect<{ readonly checkpoint: Checkpoint; readonly sequence: number }, EventStoreError>

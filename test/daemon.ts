@@ -236,6 +236,21 @@ export const daemon = (store: StoreUnderTest) =>
             // Leadership is that daemon's, not this program's.
             assert.isFalse(s.leader)
           }
+          // A rebuild from here takes the projection's leadership from that daemon, and gives it back.
+          const progress = Chunk.toReadonlyArray(
+            yield* Stream.runCollect(ProjectionDaemon.rebuild(BoardV2)).pipe(Effect.timeout("20 seconds"))
+          )
+          assert.strictEqual(progress[progress.length - 1].processed, progress[progress.length - 1].total)
+          assert.deepStrictEqual(
+            Option.map(yield* Session.run(Session.loadDocument(BoardV2, board)), (s) => s.providers),
+            Option.some(["p1"])
+          )
+          yield* appendJoin(board, "p2")
+          yield* ProjectionDaemon.waitForNonStale({ timeout: "20 seconds" })
+          assert.deepStrictEqual(
+            Option.map(yield* Session.run(Session.loadDocument(BoardV2, board)), (s) => s.providers),
+            Option.some(["p1", "p2"])
+          )
         }))
     }
   )

@@ -46,7 +46,8 @@ const run = (workers: Workers, projection: Projection.Projection): Effect.Effect
     workers.leaders.add(key)
     yield* Effect.addFinalizer(() => Effect.sync(() => workers.leaders.delete(key)))
     let progress = yield* worker.progress
-    while (true) {
+    // Until a rebuild (or another takeover) asks for the leadership: then it is given up, and claimed again after.
+    while (!(yield* worker.asked)) {
       const next = yield* Batch.step(workers, projection, worker, progress)
       workers.errors.delete(key)
       if (Option.isSome(next)) progress = next.value
@@ -69,8 +70,9 @@ const run = (workers: Workers, projection: Projection.Projection): Effect.Effect
       )
     ),
     Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))),
-    Effect.orDie
-  ) as Effect.Effect<never>
+    Effect.orDie,
+    Effect.forever
+  )
 }
 
 // Interruptible even when started from a finalizer (after a rebuild), which

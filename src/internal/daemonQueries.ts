@@ -93,7 +93,7 @@ export const rebuild = (
     const ps = queries.storage.projections
     // Our own worker steps aside for the rebuild and comes back after it.
     yield* queries.local.stepAside(projection)
-    const worker = yield* ps.claim(Batch.refOf(projection))
+    const worker = yield* ps.takeOver(Batch.refOf(projection))
     yield* worker.reset
     const total = yield* ps.countAfter(Storage.origin)
     // One element before the first batch (a bar at 0), then one per stored batch.

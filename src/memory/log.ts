@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Storage from "../Storage.js"
-import { docKey, type LoggedEvent, type State } from "./state.js"
+import { docKey, type LoggedEvent, notify, type State } from "./state.js"
 import * as Streams from "./streams.js"
 
 /** What the log adds to the store's state: each projection's progress and leadership, by refKey. */
@@ -17,6 +17,9 @@ interface Log {
   readonly state: State
   readonly progress: Map<string, Storage.Progress>
   readonly leaders: Map<string, Effect.Semaphore>
+  /** Takeovers waiting, by refKey. */
+  readonly takeovers: Map<string, number>
+  readonly deadLetters: Map<string, Array<Storage.DeadLetter>>
 }
 
 const refKey = (ref: Storage.ProjectionRef) => `${ref.name}\u0000${ref.version}`
@@ -26,35 +29,70 @@ const progressOf = (log: Log, ref: Storage.ProjectionRef) =>
 // The log is in (commit, sequence) order and sequences are 1..n, so a position is an index.
 const indexAfter = (log: Log, after: Storage.Checkpoint) => Math.min(after.sequence, log.state.log.length)
 
-const claim = (log: Log, ref: Storage.ProjectionRef): Effect.Effect<Storage.ProjectionWorker, never, Scope.Scope> =>
-  Effect.gen(function*() {
-    const { documents } = log.state
-    const key = refKey(ref)
-    let leader = log.leaders.get(key)
-    if (leader === undefined) log.leaders.set(key, leader = Effect.unsafeMakeSemaphore(1))
-    const lock = leader
-    yield* Effect.acquireRelease(lock.take(1), () => lock.release(1)).pipe(Effect.interruptible)
-    return {
-      readAfter: (after, limit) =>
-        Effect.sync(() =>
-          log.state.log.slice(indexAfter(log, after), indexAfter(log, after) + limit).map((e) => ({ ...e, txId: BigInt(e.commit) }))
-        ),
-      readDocuments: (refs) => Streams.readDocuments(log.state, refs),
-      progress: progressOf(log, ref),
-      store: (writes, next) =>
-        Effect.sync(() => {
-          for (const write of writes) documents.set(docKey(write), structuredClone(write))
-          log.progress.set(key, next)
-        }),
-      reset: Effect.sync(() => {
-        for (const k of Array.from(documents.keys())) {
-          const doc = documents.get(k)!
-          if (doc.projection === ref.name && doc.projectionVersion === ref.version) documents.delete(k)
+const leaderOf = (log: Log, key: string) => {
+  let leader = log.leaders.get(key)
+  if (leader === undefined) log.leaders.set(key, leader = Effect.unsafeMakeSemaphore(1))
+  return leader
+}
+
+// A claim gives way to a waiting takeover: had while one waits, it is given back and tried again.
+const lead = (log: Log, key: string, giveWay: boolean): Effect.Effect<void, never, Scope.Scope> => {
+  const leader = leaderOf(log, key)
+  const once = Effect.acquireRelease(leader.take(1), () => leader.release(1)).pipe(Effect.interruptible)
+  if (!giveWay) return once
+  const attempt: Effect.Effect<void, never, Scope.Scope> = Effect.flatMap(
+    Effect.sync(() => (log.takeovers.get(key) ?? 0) > 0),
+    (waiting) => waiting ? Effect.zipRight(Effect.sleep("10 millis"), attempt) : once
+  )
+  return attempt
+}
+
+const workerOf = (log: Log, ref: Storage.ProjectionRef): Storage.ProjectionWorker => {
+  const { documents } = log.state
+  const key = refKey(ref)
+  return {
+    readAfter: (after, limit) =>
+      Effect.sync(() =>
+        log.state.log.slice(indexAfter(log, after), indexAfter(log, after) + limit).map((e) => ({ ...e, txId: BigInt(e.commit) }))
+      ),
+    readDocuments: (refs) => Streams.readDocuments(log.state, refs),
+    progress: progressOf(log, ref),
+    store: (writes, next, deadLetters) =>
+      Effect.sync(() => {
+        for (const write of writes) documents.set(docKey(write), structuredClone(write))
+        log.progress.set(key, next)
+        if (deadLetters !== undefined && deadLetters.length > 0) {
+          const list = log.deadLetters.get(key) ?? []
+          list.push(...structuredClone(deadLetters))
+          log.deadLetters.set(key, list)
         }
-        log.progress.delete(key)
-      })
-    } satisfies Storage.ProjectionWorker
-  })
+      }),
+    asked: Effect.sync(() => (log.takeovers.get(key) ?? 0) > 0),
+    reset: Effect.sync(() => {
+      for (const k of Array.from(documents.keys())) {
+        const doc = documents.get(k)!
+        if (doc.projection === ref.name && doc.projectionVersion === ref.version) documents.delete(k)
+      }
+      log.progress.delete(key)
+    })
+  }
+}
+
+const claim = (log: Log, ref: Storage.ProjectionRef): Effect.Effect<Storage.ProjectionWorker, never, Scope.Scope> =>
+  Effect.as(lead(log, refKey(ref), true), workerOf(log, ref))
+
+const takeOver = (log: Log, ref: Storage.ProjectionRef): Effect.Effect<Storage.ProjectionWorker, never, Scope.Scope> => {
+  const key = refKey(ref)
+  const waiting = Effect.acquireRelease(
+    Effect.sync(() => {
+      log.takeovers.set(key, (log.takeovers.get(key) ?? 0) + 1)
+      // Wakes an idle leader, so that it sees the request now rather than at its next poll.
+      notify(log.state)
+    }),
+    () => Effect.sync(() => log.takeovers.set(key, log.takeovers.get(key)! - 1))
+  )
+  return Effect.zipRight(waiting, Effect.as(lead(log, key, false), workerOf(log, ref)))
+}
 
 const passes = (event: LoggedEvent, filter: Storage.LogFilter) =>
   (filter.tenantId === undefined || event.tenantId === filter.tenantId) &&
@@ -74,9 +112,11 @@ const readLog = (log: Log, after: Storage.Checkpoint, limit: number, filter: Sto
 
 /** @internal the projection storage of `state`. */
 export const make = (state: State): Storage.ProjectionStorage => {
-  const log: Log = { state, progress: new Map(), leaders: new Map() }
+  const log: Log = { state, progress: new Map(), leaders: new Map(), takeovers: new Map(), deadLetters: new Map() }
   return {
     claim: (ref) => claim(log, ref),
+    takeOver: (ref) => takeOver(log, ref),
+    deadLetters: (ref) => Effect.sync(() => structuredClone(log.deadLetters.get(refKey(ref)) ?? [])),
     progress: (ref) => progressOf(log, ref),
     head: Effect.sync(() => {
       const last = state.log[state.log.length - 1]
