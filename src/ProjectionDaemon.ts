@@ -19,6 +19,7 @@ import * as internal from "./internal/daemon.js"
 import * as Metrics from "./internal/daemonMetrics.js"
 import * as Queries from "./internal/daemonQueries.js"
 import { EventStore } from "./internal/store.js"
+import type { Position } from "./internal/readAll.js"
 import type * as Projection from "./Projection.js"
 
 /**
@@ -39,8 +40,12 @@ export interface Options {
  * @since 0.1.0
  */
 export interface Status {
+  /** A projection, or a subscription (whose version is 0). */
+  readonly kind: "projection" | "subscription"
   readonly name: string
   readonly version: number
+  /** Where it stands in the log (what `Subscription.reset` takes). */
+  readonly position: Position
   /** Sequence of the last event the projection has processed (0: none). */
   readonly checkpoint: number
   /** Sequence of the last event in the log. */
@@ -49,7 +54,7 @@ export interface Status {
   readonly lag: number
   /** Whether this daemon is the one running the projection right now. */
   readonly leader: boolean
-  /** The last failure of this daemon's worker, if it is retrying. */
+  /** The last failure of this daemon's worker, if it is retrying; for a stopped subscription, why it stopped. */
   readonly error: string | undefined
 }
 
@@ -128,7 +133,7 @@ const queries = <A, E>(
       : Effect.flatMap(EventStore, (store) => f(standalone(store))))
 
 const standalone = (store: EventStore["Type"]): ProjectionDaemonShape => {
-  const q = Queries.standalone(store.storage, store.projections.async)
+  const q = Queries.standalone(store.storage, store.projections)
   return {
     waitForNonStale: (options) => Queries.waitForNonStale(q, options),
     status: Queries.status(q),
@@ -149,8 +154,8 @@ export const waitForNonStale = (
   queries((daemon) => daemon.waitForNonStale(options))
 
 /**
- * Per Async projection: checkpoint, head of the log, lag (also as metrics).
- * Needs only the store: the daemon may run in another process.
+ * Per Async projection and per subscription: position, head of the log, lag
+ * (also as metrics), leadership here, error. Needs only the store: the daemon may run in another process.
  *
  * @since 0.1.0
  */

@@ -5,9 +5,18 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Aggregate from "./Aggregate.js"
 import type * as Projection from "./Projection.js"
+import type * as Subscription from "./Subscription.js"
+
+/**
+ * What `Projections.layer` takes: projections and subscriptions.
+ *
+ * @since 0.2.0
+ */
+export type Registration = Projection.Projection | Subscription.Subscription<any, any>
 
 /**
  * The registry's interface.
@@ -31,6 +40,8 @@ export interface Registry {
   readonly inlineMultiStream: ReadonlyArray<Projection.MultiStream>
   /** Every Async projection, run by the projection daemon. */
   readonly async: ReadonlyArray<Projection.Projection>
+  /** Every subscription, run by the projection daemon (their services provided). */
+  readonly subscriptions: ReadonlyArray<Subscription.Subscription<any, never>>
 }
 
 /**
@@ -41,11 +52,19 @@ export interface Registry {
 export class Projections extends Context.Tag("effect-chronicle/Projections")<Projections, Registry>() {}
 
 /**
- * Builds a registry, rejecting two registrations of the same name and version.
+ * Builds a registry, rejecting two registrations of the same name and version
+ * (or two subscriptions of one name).
  *
  * @since 0.1.0
  */
-export const make = (registrations: ReadonlyArray<Projection.Projection>): Registry => {
+export const make = (all: ReadonlyArray<Projection.Projection | Subscription.Subscription<any, never>>): Registry => {
+  const registrations = all.filter((r): r is Projection.Projection => r._tag !== "Subscription")
+  const subscriptions = all.filter((r): r is Subscription.Subscription<any, never> => r._tag === "Subscription")
+  const names = new Set<string>()
+  for (const s of subscriptions) {
+    if (names.has(s.name)) throw new TypeError(`Subscription ${s.name} is registered twice`)
+    names.add(s.name)
+  }
   const seen = new Set<string>()
   // The newest version of a snapshot is the one fetches read (blue/green).
   const snapshots = new Map<string, Projection.Snapshot>()
@@ -80,14 +99,26 @@ export const make = (registrations: ReadonlyArray<Projection.Projection>): Regis
     inlineMultiStream: registrations.filter((p): p is Projection.MultiStream =>
       p._tag === "MultiStream" && p.lifecycle === "Inline"
     ),
-    async: registrations.filter((p) => p.lifecycle === "Async")
+    async: registrations.filter((p) => p.lifecycle === "Async"),
+    subscriptions
   }
 }
 
 /**
- * Provides the registry built from the given registrations.
+ * Provides the registry built from the given registrations. The layer needs
+ * what the subscriptions' `handle` functions need, and hands it to them.
  *
  * @since 0.1.0
  */
-export const layer = (registrations: ReadonlyArray<Projection.Projection>): Layer.Layer<Projections> =>
-  Layer.sync(Projections, () => make(registrations))
+export const layer = <const Registrations extends ReadonlyArray<Registration>>(
+  registrations: Registrations
+): Layer.Layer<Projections, never, Subscription.Context<Registrations[number]>> =>
+  Layer.effect(
+    Projections,
+    Effect.map(Effect.context<Subscription.Context<Registrations[number]>>(), (context) =>
+      make(registrations.map((r) =>
+        r._tag === "Subscription"
+          ? { ...r, handle: (envelope: any) => Effect.provide(r.handle(envelope), context) } as Subscription.Subscription<any, never>
+          : r
+      )))
+  )

@@ -23,6 +23,8 @@ import * as Batch from "./daemonBatch.js"
 import * as Metrics from "./daemonMetrics.js"
 import * as Queries from "./daemonQueries.js"
 import { EventStore } from "./store.js"
+import * as Subscriber from "./subscriber.js"
+import * as Subscription from "../Subscription.js"
 
 const failure = (message: string) => new EventStoreError({ message })
 
@@ -36,6 +38,32 @@ interface Workers extends Batch.Batching {
   readonly wakeups: Map<string, Queue.Queue<void>>
   readonly fibers: Map<string, Fiber.RuntimeFiber<never, never>>
 }
+
+// A failing worker gives up leadership and tries again, backing off; it never stops by itself.
+const supervise = (
+  workers: Workers,
+  key: string,
+  label: string,
+  failed: Effect.Effect<void>,
+  lead: Effect.Effect<void, EventStoreError>
+): Effect.Effect<never> =>
+  lead.pipe(
+    Effect.tapError((error) =>
+      Effect.zipRight(
+        Effect.sync(() => workers.errors.set(key, error.message)),
+        Effect.zipRight(failed, Effect.logWarning(`${label} failed; retrying`, error))
+      )
+    ),
+    Effect.catchAllDefect((defect) =>
+      Effect.zipRight(
+        Effect.sync(() => workers.errors.set(key, String(defect))),
+        Effect.zipRight(failed, Effect.fail(failure(`${label} died: ${String(defect)}`)))
+      )
+    ),
+    Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))),
+    Effect.orDie,
+    Effect.forever
+  )
 
 const run = (workers: Workers, projection: Projection.Projection): Effect.Effect<never> => {
   const ref = Batch.refOf(projection)
@@ -54,25 +82,13 @@ const run = (workers: Workers, projection: Projection.Projection): Effect.Effect
       else yield* Effect.timeout(Queue.take(wake), workers.pollInterval).pipe(Effect.ignore)
     }
   }))
-  const failed = Metric.increment(Metrics.of(Metrics.failures, ref))
-  // A failing worker gives up leadership and tries again, backing off; it never stops by itself.
-  return lead.pipe(
-    Effect.tapError((error) =>
-      Effect.zipRight(
-        Effect.sync(() => workers.errors.set(key, error.message)),
-        Effect.zipRight(failed, Effect.logWarning(`Projection ${key} failed; retrying`, error))
-      )
-    ),
-    Effect.catchAllDefect((defect) =>
-      Effect.zipRight(
-        Effect.sync(() => workers.errors.set(key, String(defect))),
-        Effect.zipRight(failed, Effect.fail(failure(`Projection ${key} died: ${String(defect)}`)))
-      )
-    ),
-    Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))),
-    Effect.orDie,
-    Effect.forever
-  )
+  return supervise(workers, key, `Projection ${key}`, Metric.increment(Metrics.of(Metrics.failures, ref)), lead)
+}
+
+const deliver = (workers: Workers, subscription: Subscription.Subscription<any, never>): Effect.Effect<never> => {
+  const key = Subscriber.keyOf(subscription.name)
+  const lead = Subscriber.lead(workers, subscription, workers.wakeups.get(key)!)
+  return supervise(workers, key, `Subscription ${subscription.name}`, Metric.increment(Metrics.of(Metrics.failures, Subscription.refOf(subscription.name))), lead)
 }
 
 // Interruptible even when started from a finalizer (after a rebuild), which
@@ -111,6 +127,8 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
       fibers: new Map()
     }
     for (const p of projections) workers.wakeups.set(Batch.keyOf(Batch.refOf(p)), yield* Queue.sliding<void>(1))
+    const subscriptions = store.projections.subscriptions
+    for (const s of subscriptions) workers.wakeups.set(Subscriber.keyOf(s.name), yield* Queue.sliding<void>(1))
     yield* Effect.forkIn(
       Stream.runForEach(
         workers.storage.projections.changes,
@@ -119,11 +137,18 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
       workers.scope
     )
     yield* Effect.forEach(projections, (projection) => start(workers, projection), { discard: true })
+    // Subscriptions run beside projections, each in its own fiber: a stuck one holds nothing else back.
+    yield* Effect.forEach(
+      subscriptions,
+      (subscription) => Effect.forkIn(Effect.interruptible(deliver(workers, subscription)), workers.scope),
+      { discard: true }
+    )
 
     const queries: Queries.Queries = {
       storage: workers.storage,
       batchSize: workers.batchSize,
       projections,
+      subscriptions,
       local: { leaders: workers.leaders, errors: workers.errors, stepAside: (projection) => stepAside(workers, projection) }
     }
     return {

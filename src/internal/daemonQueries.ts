@@ -16,10 +16,14 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { EventStoreError } from "../Errors.js"
 import type * as Projection from "../Projection.js"
-import type { RebuildProgress, Status } from "../ProjectionDaemon.js"
+import type * as ProjectionDaemon from "../ProjectionDaemon.js"
+import type * as Projections from "../Projections.js"
+import * as Subscription from "../Subscription.js"
 import * as Storage from "../Storage.js"
 import * as Batch from "./daemonBatch.js"
 import * as Metrics from "./daemonMetrics.js"
+import * as ReadAll from "./readAll.js"
+import * as Subscriber from "./subscriber.js"
 
 /** @internal what this process's workers tell the queries, by projection key. */
 export interface Local {
@@ -33,38 +37,55 @@ export interface Local {
 export interface Queries extends Batch.Batching {
   /** The registry's Async projections. */
   readonly projections: ReadonlyArray<Projection.Projection>
+  readonly subscriptions: ReadonlyArray<Subscription.Subscription<any, never>>
   readonly local: Local
 }
 
 /** @internal the queries of a process that runs no daemon: no leaders, no errors, no worker to step aside. */
-export const standalone = (storage: Storage.Storage, projections: ReadonlyArray<Projection.Projection>): Queries => ({
+export const standalone = (storage: Storage.Storage, registry: Projections.Registry): Queries => ({
   storage,
   batchSize: 500,
-  projections,
+  projections: registry.async,
+  subscriptions: registry.subscriptions,
   local: { leaders: new Set(), errors: new Map(), stepAside: () => Effect.void }
 })
 
-/** @internal per Async projection: checkpoint, head of the log, lag (also as metrics). */
-export const status = (queries: Queries): Effect.Effect<ReadonlyArray<Status>, EventStoreError> =>
+const statusOf = (
+  queries: Queries,
+  head: { readonly sequence: number },
+  kind: ProjectionDaemon.Status["kind"],
+  ref: Storage.ProjectionRef,
+  key: string
+): Effect.Effect<ProjectionDaemon.Status, EventStoreError> =>
   Effect.gen(function*() {
     const ps = queries.storage.projections
-    const head = yield* ps.head
-    return yield* Effect.forEach(queries.projections, (projection) =>
-      Effect.gen(function*() {
-        const ref = Batch.refOf(projection)
-        const progress = yield* ps.progress(ref)
-        const lag = yield* ps.countAfter(progress.checkpoint)
-        yield* Metric.set(Metrics.of(Metrics.lag, ref), lag)
-        return {
-          name: ref.name,
-          version: ref.version,
-          checkpoint: progress.checkpoint.sequence,
-          head: head.sequence,
-          lag,
-          leader: queries.local.leaders.has(Batch.keyOf(ref)),
-          error: queries.local.errors.get(Batch.keyOf(ref))
-        }
-      }))
+    const progress = yield* ps.progress(ref)
+    const lag = yield* ps.countAfter(progress.checkpoint)
+    yield* Metric.set(Metrics.of(Metrics.lag, ref), lag)
+    return {
+      kind,
+      name: ref.name,
+      version: ref.version,
+      position: ReadAll.positionOf(progress.checkpoint),
+      checkpoint: progress.checkpoint.sequence,
+      head: head.sequence,
+      lag,
+      leader: queries.local.leaders.has(key),
+      error: queries.local.errors.get(key) ?? progress.error
+    }
+  })
+
+/** @internal per Async projection and subscription: position, head of the log, lag (also as metrics). */
+export const status = (queries: Queries): Effect.Effect<ReadonlyArray<ProjectionDaemon.Status>, EventStoreError> =>
+  Effect.gen(function*() {
+    const head = yield* queries.storage.projections.head
+    const projections = yield* Effect.forEach(queries.projections, (projection) => {
+      const ref = Batch.refOf(projection)
+      return statusOf(queries, head, "projection", ref, Batch.keyOf(ref))
+    })
+    const subscriptions = yield* Effect.forEach(queries.subscriptions, (subscription) =>
+      statusOf(queries, head, "subscription", Subscription.refOf(subscription.name), Subscriber.keyOf(subscription.name)))
+    return [...projections, ...subscriptions]
   })
 
 /** @internal succeeds once every Async projection has processed everything committed before the call. */
@@ -88,7 +109,7 @@ export const waitForNonStale = (
 export const rebuild = (
   queries: Queries,
   projection: Projection.Projection
-): Stream.Stream<RebuildProgress, EventStoreError> =>
+): Stream.Stream<ProjectionDaemon.RebuildProgress, EventStoreError> =>
   Stream.unwrapScoped(Effect.gen(function*() {
     const ps = queries.storage.projections
     // Our own worker steps aside for the rebuild and comes back after it.
@@ -98,8 +119,8 @@ export const rebuild = (
     const total = yield* ps.countAfter(Storage.origin)
     // One element before the first batch (a bar at 0), then one per stored batch.
     return Stream.concat(
-      Stream.succeed<RebuildProgress>({ processed: 0, total }),
-      Stream.unfoldEffect<Storage.Progress, RebuildProgress, EventStoreError, never>(
+      Stream.succeed<ProjectionDaemon.RebuildProgress>({ processed: 0, total }),
+      Stream.unfoldEffect<Storage.Progress, ProjectionDaemon.RebuildProgress, EventStoreError, never>(
         { checkpoint: Storage.origin, processed: 0 },
         (progress) =>
           Effect.map(Batch.step(queries, projection, worker, progress), (next) =>

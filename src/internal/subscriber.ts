@@ -1,0 +1,129 @@
+/**
+ * Delivering a subscription: while this process leads it, read the events it
+ * takes after its position (every tenant's, gap-safe), hand each to `handle`
+ * in its tenant, retry per the subscription's Schedule, then dead-letter the
+ * event or stop. The position is stored after `handle` succeeded: at the end
+ * of each batch, with each dead letter, and when the daemon stops (so a
+ * graceful stop delivers again only the event whose handling it interrupted).
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Storage from "../Storage.js"
+import type * as Subscription from "../Subscription.js"
+import * as Envelope from "./envelope.js"
+import { currentTenant } from "./store.js"
+
+/** @internal what a subscription's delivery needs from the daemon. */
+export interface Delivering {
+  readonly storage: Storage.Storage
+  readonly pollInterval: Duration.Duration
+  readonly leaders: Set<string>
+  readonly errors: Map<string, string>
+}
+
+/** @internal the key a subscription's leadership and errors are kept under. */
+export const keyOf = (name: string) => `subscription:${name}`
+
+const describe = (error: unknown): string => {
+  if (error !== null && typeof error === "object") {
+    const tag = (error as { _tag?: unknown })._tag
+    const message = (error as { message?: unknown }).message
+    if (typeof message === "string" && message !== "") return typeof tag === "string" ? `${tag}: ${message}` : message
+    if (typeof tag === "string") return tag
+  }
+  return String(error)
+}
+
+/** One event to `handle`, with its retries: None when it was handled, else the last error. */
+const deliver = (
+  subscription: Subscription.Subscription<any, never>,
+  event: Storage.LoggedEvent
+): Effect.Effect<Option.Option<string>> => {
+  const decoded = subscription.codec.decode(event.type, event.data)
+  // A stored event its Schema rejects cannot succeed on a retry: it fails at once.
+  if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
+  const once = Effect.locally(
+    Effect.catchAllDefect(subscription.handle(Envelope.ofStored(event, decoded.right)), (defect) => Effect.fail(defect)),
+    currentTenant,
+    event.tenantId
+  )
+  // The first try goes alone: only a failure pays for the schedule.
+  return Effect.flatMap(Effect.exit(once), (exit) =>
+    Exit.isSuccess(exit)
+      ? Effect.succeed(Option.none())
+      : Cause.isInterruptedOnly(exit.cause)
+      ? Effect.failCause(exit.cause) as Effect.Effect<never>
+      : Effect.match(Effect.retry(once, subscription.retry), {
+        onFailure: (error) => Option.some(describe(error)),
+        onSuccess: () => Option.none()
+      }))
+}
+
+const positionOf = (event: Storage.LoggedEvent): Storage.Checkpoint => ({ txId: event.txId, sequence: event.sequence })
+
+/**
+ * @internal delivers while this process leads the subscription; returns when
+ * someone asks for the leadership (a reset), or, stopped, once asked.
+ */
+export const lead = (
+  delivering: Delivering,
+  subscription: Subscription.Subscription<any, never>,
+  wake: Queue.Queue<void>
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const key = keyOf(subscription.name)
+    const worker = yield* delivering.storage.projections.claim({ name: subscription.name, version: 0 })
+    delivering.leaders.add(key)
+    yield* Effect.addFinalizer(() => Effect.sync(() => delivering.leaders.delete(key)))
+    const idle = Effect.ignore(Effect.timeout(Queue.take(wake), delivering.pollInterval))
+    const stopped = Effect.gen(function*() {
+      while (!(yield* worker.asked)) yield* idle
+    })
+    let delivered = yield* worker.progress
+    if (delivered.error !== undefined) {
+      delivering.errors.set(key, delivered.error)
+      return yield* stopped
+    }
+    let stored = delivered
+    const flush = Effect.suspend(() =>
+      delivered === stored ? Effect.void : Effect.tap(worker.store([], delivered), () => void (stored = delivered))
+    )
+    // A stop (or an interrupted handle) keeps what was handled before it.
+    yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(flush, "5 seconds")))
+    const filter: Storage.LogFilter = { types: subscription.types }
+    while (!(yield* worker.asked)) {
+      const batch = yield* delivering.storage.projections.readLog(delivered.checkpoint, subscription.batchSize, filter)
+      if (batch.length === 0) {
+        yield* idle
+        continue
+      }
+      for (const event of batch) {
+        const failed = yield* deliver(subscription, event)
+        const next: Storage.Progress = { checkpoint: positionOf(event), processed: delivered.processed + 1 }
+        if (Option.isNone(failed)) {
+          delivered = next
+          continue
+        }
+        if (subscription.onFailure === "stop") {
+          yield* flush
+          stored = delivered = { ...delivered, error: failed.value }
+          yield* worker.store([], delivered)
+          delivering.errors.set(key, failed.value)
+          yield* Effect.logWarning(`Subscription ${subscription.name} stopped at sequence ${event.sequence}: ${failed.value}`)
+          return yield* stopped
+        }
+        stored = delivered = next
+        yield* worker.store([], next, [{ event, error: failed.value, at: new Date() }])
+        yield* Effect.logWarning(`Subscription ${subscription.name}: sequence ${event.sequence} dead-lettered: ${failed.value}`)
+      }
+      yield* flush
+      delivering.errors.delete(key)
+    }
+  }))
