@@ -31,6 +31,8 @@ export * as Session from "./Session.js"
 export * as Storage from "./Storage.js"
 /** @since 0.1.0 */
 export * as StreamId from "./StreamId.js"
+/** @since 0.2.0 */
+export * as Subscription from "./Subscription.js"
 
 // The errors are also exported by name, so `catchTag` users can import them directly.
 export {

@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import { inject } from "vitest"
-import { EventStoreMemory, EventStorePg, type Projection, Projections } from "effect-chronicle"
+import { EventStoreMemory, EventStorePg, type Projection, Projections, type Subscription } from "effect-chronicle"
 
 export const newId = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`
 
@@ -35,7 +35,7 @@ export interface StoreUnderTest {
   /** What is set differently from the defaults, for test names. */
   readonly variant?: string | undefined
   readonly layer: (
-    projections: ReadonlyArray<Projection.Projection>
+    registrations: ReadonlyArray<Projection.Projection | Subscription.Subscription<any, never>>
   ) => Layer.Layer<any, any, never>
   /** The store with a lock time-out option, no projections (for option validation). */
   readonly withLockTimeout: (lockTimeout: Duration.DurationInput) => Layer.Layer<any, any, never>

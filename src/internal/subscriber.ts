@@ -8,13 +8,12 @@
  *
  * @internal
  */
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
 import type * as Storage from "../Storage.js"
 import type * as Subscription from "../Subscription.js"
 import * as Envelope from "./envelope.js"
@@ -31,14 +30,18 @@ export interface Delivering {
 /** @internal the key a subscription's leadership and errors are kept under. */
 export const keyOf = (name: string) => `subscription:${name}`
 
+// An error as one line: "Tag: message", or the tag with the error's fields when it has no message.
 const describe = (error: unknown): string => {
-  if (error !== null && typeof error === "object") {
-    const tag = (error as { _tag?: unknown })._tag
-    const message = (error as { message?: unknown }).message
-    if (typeof message === "string" && message !== "") return typeof tag === "string" ? `${tag}: ${message}` : message
-    if (typeof tag === "string") return tag
+  if (error === null || typeof error !== "object") return String(error)
+  const { _tag: tag, message } = error as { _tag?: unknown; message?: unknown }
+  if (typeof message === "string" && message !== "") return typeof tag === "string" ? `${tag}: ${message}` : message
+  if (typeof tag !== "string") return String(error)
+  try {
+    const { _tag, ...fields } = error as Record<string, unknown>
+    return Object.keys(fields).length === 0 ? tag : `${tag} ${JSON.stringify(fields)}`
+  } catch {
+    return tag
   }
-  return String(error)
 }
 
 /** One event to `handle`, with its retries: None when it was handled, else the last error. */
@@ -54,17 +57,27 @@ const deliver = (
     currentTenant,
     event.tenantId
   )
-  // The first try goes alone: only a failure pays for the schedule.
-  return Effect.flatMap(Effect.exit(once), (exit) =>
-    Exit.isSuccess(exit)
-      ? Effect.succeed(Option.none())
-      : Cause.isInterruptedOnly(exit.cause)
-      ? Effect.failCause(exit.cause) as Effect.Effect<never>
-      : Effect.match(Effect.retry(once, subscription.retry), {
-        onFailure: (error) => Option.some(describe(error)),
-        onSuccess: () => Option.none()
-      }))
+  // The first try goes alone: only a failure pays for the schedule, which is then fed that failure.
+  return Effect.flatMap(Effect.either(once), (first) =>
+    Either.isRight(first) ? Effect.succeed(Option.none()) : retry(subscription, once, first.left))
 }
+
+const retry = (
+  subscription: Subscription.Subscription<any, never>,
+  once: Effect.Effect<void, unknown>,
+  firstError: unknown
+): Effect.Effect<Option.Option<string>> =>
+  Effect.gen(function*() {
+    const driver = yield* Schedule.driver(subscription.retry)
+    let error = firstError
+    while (true) {
+      // The schedule waits its delay, or says it is done.
+      if (Either.isLeft(yield* Effect.either(driver.next(error)))) return Option.some(describe(error))
+      const again = yield* Effect.either(once)
+      if (Either.isRight(again)) return Option.none()
+      error = again.left
+    }
+  })
 
 const positionOf = (event: Storage.LoggedEvent): Storage.Checkpoint => ({ txId: event.txId, sequence: event.sequence })
 
@@ -105,12 +118,15 @@ export const lead = (
         continue
       }
       for (const event of batch) {
-        const failed = yield* deliver(subscription, event)
         const next: Storage.Progress = { checkpoint: positionOf(event), processed: delivered.processed + 1 }
-        if (Option.isNone(failed)) {
-          delivered = next
-          continue
-        }
+        // Once `handle` succeeded the position moves with no interruption in between: a stop
+        // delivers again only an event whose handling it interrupted.
+        const failed = yield* Effect.uninterruptibleMask((restore) =>
+          Effect.tap(restore(deliver(subscription, event)), (failed) => {
+            if (Option.isNone(failed)) delivered = next
+          })
+        )
+        if (Option.isNone(failed)) continue
         if (subscription.onFailure === "stop") {
           yield* flush
           stored = delivered = { ...delivered, error: failed.value }
