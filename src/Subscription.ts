@@ -49,11 +49,13 @@ export interface Subscription<E = any, R = never> {
 }
 
 /**
- * The services a registration's `handle` needs.
+ * The services a registration's `handle` needs from `Projections.layer`: all
+ * it uses but the `EventStore`, which the daemon gives it (a handler may read
+ * streams and run commands).
  *
  * @since 0.2.0
  */
-export type Context<X> = X extends Subscription<any, infer R> ? R : never
+export type Context<X> = X extends Subscription<any, infer R> ? Exclude<R, EventStore> : never
 
 /**
  * An event a subscription gave up on, with the error of its last try.
@@ -82,7 +84,8 @@ const checkName = (name: unknown): string => {
 
 /**
  * A subscription to the events `events` takes (a Schema of tagged events:
- * tagged classes or structs, or a union of them), handled by `handle`. Options:
+ * tagged classes or structs, or a union of them), handled by `handle` in the
+ * event's tenant, with the `EventStore` in its context. Options:
  * `retry` (a Schedule over `handle`'s failures; default three more tries with
  * exponential back-off), `onFailure` (default `"deadLetter"`), `batchSize`
  * (default 100).

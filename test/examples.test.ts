@@ -19,6 +19,7 @@ import {
   Order
 } from "../examples/order.js"
 import { program } from "../examples/order-fulfilment.js"
+import * as notifications from "../examples/order-notifications.js"
 import * as projectionsExample from "../examples/projections.js"
 import {
   ChartingStarted,
@@ -50,6 +51,33 @@ for (const store of [memoryStore, pgStore()]) {
         assert.deepStrictEqual(result.rebuilt, result.daily)
         const last = Option.getOrThrow(result.progress)
         assert.strictEqual(last.processed, last.total)
+      }))
+  })
+
+  const prefix = newId("notify")
+  layer(
+    store.layer(notifications.registrations as any).pipe(Layer.provideMerge(notifications.services(`customer-of-${prefix}-a`))),
+    { excludeTestServices: true }
+  )(`order-notifications example on ${store.name}`, (it) => {
+    it.effect("mails each shipped order once (idempotent through a lost answer), dead-letters a bounce, publishes in commit order", () =>
+      Effect.gen(function*() {
+        const result = yield* notifications.program(prefix)
+        // Order a's answer was lost after sending: the retry found the key and sent nothing again.
+        assert.deepStrictEqual(result.sent.map((m) => m.to).sort(), [
+          `customer-of-${prefix}-a@example.com`,
+          `customer-of-${prefix}-c@example.com`
+        ])
+        assert.strictEqual(new Set(result.sent.map((m) => m.key)).size, 2)
+        assert.strictEqual(result.deadLetters.length, 1)
+        assert.strictEqual(result.deadLetters[0].envelope.streamId, `${prefix}-bounce`)
+        assert.strictEqual(result.deadLetters[0].envelope.type, "OrderShipped")
+        assert.include(result.deadLetters[0].error, "no such mailbox")
+        assert.deepStrictEqual(result.published.map((e) => [e.type, e.orderId]), result.orders.flatMap((id) => [
+          ["order.ready", id],
+          ["order.shipped", id]
+        ]))
+        const sequences = result.published.map((e) => e.sequence)
+        assert.deepStrictEqual(sequences, [...sequences].sort((a, b) => a - b))
       }))
   })
 

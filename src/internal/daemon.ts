@@ -22,7 +22,7 @@ import type { Options, ProjectionDaemonShape } from "../ProjectionDaemon.js"
 import * as Batch from "./daemonBatch.js"
 import * as Metrics from "./daemonMetrics.js"
 import * as Queries from "./daemonQueries.js"
-import { EventStore } from "./store.js"
+import { EventStore, type EventStoreShape } from "./store.js"
 import * as Subscriber from "./subscriber.js"
 import * as Subscription from "../Subscription.js"
 
@@ -30,6 +30,7 @@ const failure = (message: string) => new EventStoreError({ message })
 
 /** This process's workers, by projection key, and what they share. */
 interface Workers extends Batch.Batching {
+  readonly store: EventStoreShape
   readonly pollInterval: Duration.Duration
   /** Where workers run: the daemon's scope. */
   readonly scope: Scope.Scope
@@ -117,6 +118,7 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
     const store = yield* EventStore
     const projections = store.projections.async
     const workers: Workers = {
+      store,
       storage: store.storage,
       batchSize: options?.batchSize ?? 500,
       pollInterval: Duration.decode(options?.pollInterval ?? "1 second"),

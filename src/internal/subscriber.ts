@@ -17,10 +17,11 @@ import * as Schedule from "effect/Schedule"
 import type * as Storage from "../Storage.js"
 import type * as Subscription from "../Subscription.js"
 import * as Envelope from "./envelope.js"
-import { currentTenant } from "./store.js"
+import { currentTenant, EventStore, type EventStoreShape } from "./store.js"
 
 /** @internal what a subscription's delivery needs from the daemon. */
 export interface Delivering {
+  readonly store: EventStoreShape
   readonly storage: Storage.Storage
   readonly pollInterval: Duration.Duration
   readonly leaders: Set<string>
@@ -46,14 +47,16 @@ const describe = (error: unknown): string => {
 
 /** One event to `handle`, with its retries: None when it was handled, else the last error. */
 const deliver = (
+  delivering: Delivering,
   subscription: Subscription.Subscription<any, never>,
   event: Storage.LoggedEvent
 ): Effect.Effect<Option.Option<string>> => {
   const decoded = subscription.codec.decode(event.type, event.data)
   // A stored event its Schema rejects cannot succeed on a retry: it fails at once.
   if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
+  const handled = Effect.provideService(subscription.handle(Envelope.ofStored(event, decoded.right)), EventStore, delivering.store)
   const once = Effect.locally(
-    Effect.catchAllDefect(subscription.handle(Envelope.ofStored(event, decoded.right)), (defect) => Effect.fail(defect)),
+    Effect.catchAllDefect(handled, (defect) => Effect.fail(defect)),
     currentTenant,
     event.tenantId
   )
@@ -122,7 +125,7 @@ export const lead = (
         // Once `handle` succeeded the position moves with no interruption in between: a stop
         // delivers again only an event whose handling it interrupted.
         const failed = yield* Effect.uninterruptibleMask((restore) =>
-          Effect.tap(restore(deliver(subscription, event)), (failed) => {
+          Effect.tap(restore(deliver(delivering, subscription, event)), (failed) => {
             if (Option.isNone(failed)) delivered = next
           })
         )
