@@ -26,9 +26,25 @@ import * as Stream from "effect/Stream"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
-import { migrations } from "./migrations.js"
+import { connectionLost, outcomeUnknown, retryable, sqlState, toStoreError, wrap } from "./failures.js"
+import {
+  appendedTo,
+  checkpointOf,
+  type CommitRow,
+  type DocumentRow,
+  type EventsJsonRow,
+  fromEventsJson,
+  type LoggedRow,
+  refArrays,
+  type SnapshotRow,
+  toDocument,
+  toStored,
+  writeArrays
+} from "./rows.js"
 import { notifyChannel, preparedNames, quoteSchema, singleStreamStatement, statementName, statements } from "./statements.js"
 
+export { sqlState } from "./failures.js"
+export { migrate } from "./migrations.js"
 export { notifyChannel, quoteSchema, singleStreamStatement, statementName, statements } from "./statements.js"
 
 /**
@@ -47,55 +63,7 @@ export interface Options {
   readonly readCombining?: boolean | undefined
 }
 
-/**
- * The SQLSTATE of a failed statement, if the driver gave one.
- *
- * @since 0.1.0
- */
-export const sqlState = (error: SqlError): string | undefined => (error.cause as { code?: string } | undefined)?.code
-
-/**
- * Failures of writes whose connection broke after they were sent, before their
- * answer came: they may have committed.
- */
-const outcomeUnknown = new WeakSet<SqlError>()
-
-const wrap = (message: string) => (error: SqlError) =>
-  new EventStoreError({
-    message: outcomeUnknown.has(error)
-      ? `${message}: the connection was lost before the answer came, so the outcome is unknown`
-      : message,
-    cause: error
-  })
-
 const farFuture = new Date("9999-12-31T00:00:00Z")
-
-/**
- * Applies the embedded migrations to a schema, once, even when several
- * processes start at the same time.
- *
- * @since 0.1.0
- */
-export const migrate = (schema: string) =>
-  Effect.gen(function*() {
-    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-    const s = quoteSchema(schema)
-    yield* sql.withTransaction(Effect.gen(function*() {
-      // Serialises concurrent migrators: CREATE ... IF NOT EXISTS alone races on the catalogs.
-      yield* sql.unsafe(`SELECT pg_advisory_xact_lock(hashtext('effect-chronicle:migrate'), hashtext($1))`, [schema])
-      yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${s}`)
-      yield* sql.unsafe(
-        `CREATE TABLE IF NOT EXISTS ${s}.migrations (id int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
-      )
-      const done = yield* sql.unsafe<{ id: number }>(`SELECT id FROM ${s}.migrations`)
-      const applied = new Set(done.map((row) => Number(row.id)))
-      for (const migration of migrations) {
-        if (applied.has(migration.id)) continue
-        yield* sql.unsafe(migration.sql(s))
-        yield* sql.unsafe(`INSERT INTO ${s}.migrations (id, name) VALUES ($1, $2)`, [migration.id, migration.name])
-      }
-    }))
-  }).pipe(Effect.mapError(wrap(`Migrating the event store schema "${schema}" failed`)))
 
 /**
  * How many saves of one store run as statements of their own at once before
@@ -133,91 +101,11 @@ export const combinedReadStatements = Metric.counter("effect_chronicle_combined_
  */
 export const inFlightOf = new WeakMap<Storage.Storage, () => { readonly reads: number; readonly saves: number; readonly queued: number }>()
 
-interface EventRow {
-  readonly seq: string
-  readonly version: string
-  readonly type: string
-  readonly data: unknown
-  readonly metadata: Storage.StoredMetadata | null
-  /** Epoch milliseconds. */
-  readonly timestamp: number
-  readonly tenant_id: string
-}
-
-interface LoggedRow extends EventRow {
-  readonly stream_id: string
-  readonly stream_type: string
-  readonly tx_id: string
-}
-
-interface SnapshotRow extends EventRow {
-  readonly snapshot: boolean
-}
-
-interface DocumentRow {
-  readonly projection: string
-  readonly projection_version: number
-  readonly tenant_id: string
-  readonly id: string
-  readonly data: unknown
-  readonly stream_version: string | null
-}
-
-interface EventsJsonRow {
-  readonly events: string | null
-}
-
-type EventTuple = [seq: number, version: number, type: string, data: unknown, metadata: Storage.StoredMetadata | null, timestamp: number, tenant: string]
-
-const fromEventsJson = (streamId: string, json: string | null): Array<Storage.StoredEvent> => {
-  if (json === null) return []
-  const tuples = JSON.parse(json) as Array<EventTuple>
-  const events = new Array<Storage.StoredEvent>(tuples.length)
-  for (let i = 0; i < tuples.length; i++) {
-    const t = tuples[i]
-    events[i] = {
-      streamId,
-      version: t[1],
-      sequence: t[0],
-      type: t[2],
-      data: t[3],
-      metadata: t[4] ?? {},
-      timestamp: new Date(t[5]),
-      tenantId: t[6]
-    }
-  }
-  return events
-}
-
-const toStored = (streamId: string, row: EventRow): Storage.StoredEvent => ({
-  streamId,
-  version: Number(row.version),
-  sequence: Number(row.seq),
-  type: row.type,
-  data: row.data,
-  metadata: row.metadata ?? {},
-  timestamp: new Date(row.timestamp),
-  tenantId: row.tenant_id
-})
-
-interface CommitRow {
-  readonly stream_id: string
-  readonly version: string | number
-  readonly seq: string | number | null
-  readonly timestamp: number | null
-}
-
 /** What a commit statement (or the look-up after its lost answer) tells. */
 interface Sent {
   /** The streams that passed, at their new version. */
   readonly passed: Map<string, number>
   readonly appended: Map<string, Array<Storage.AppendedEvent>>
-}
-
-const appendedTo = (appended: Map<string, Array<Storage.AppendedEvent>>, row: CommitRow) => {
-  let list = appended.get(row.stream_id)
-  if (list === undefined) appended.set(row.stream_id, list = [])
-  list.push({ version: Number(row.version), sequence: Number(row.seq), timestamp: new Date(row.timestamp!) })
 }
 
 /**
@@ -483,26 +371,6 @@ export const make = (options?: Options) =>
     yield* Effect.forkScoped(Effect.repeat(refreshListening, Schedule.spaced("1 second")))
     const notifyTo = () => listening ? channel : null
 
-    const toDocument = (row: DocumentRow): Storage.StoredDocument => ({
-      projection: row.projection,
-      projectionVersion: Number(row.projection_version),
-      tenantId: row.tenant_id,
-      id: row.id,
-      data: row.data,
-      streamVersion: row.stream_version === null ? null : Number(row.stream_version)
-    })
-    const refArrays = (refs: ReadonlyArray<Storage.DocumentRef>) => [
-      refs.map((r) => r.projection),
-      refs.map((r) => r.projectionVersion),
-      refs.map((r) => r.tenantId),
-      refs.map((r) => r.id)
-    ]
-    const writeArrays = (writes: ReadonlyArray<Storage.DocumentWrite>) => [
-      ...refArrays(writes),
-      writes.map((w) => JSON.stringify(w.data)),
-      writes.map((w) => w.streamVersion)
-    ]
-
     const loadSnapshot = (tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
       prepared<SnapshotRow>(names.snapshot, q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
         Effect.map((rows): Storage.SnapshotLoad => {
@@ -561,13 +429,6 @@ export const make = (options?: Options) =>
             ))
         )
     )
-
-    // Whether a failure says the connection broke (no answer from the server):
-    // the statement's outcome is then unknown, unlike an error the server sent.
-    const connectionLost = (e: unknown) =>
-      !(e instanceof EventStoreError) && typeof e === "object" && e !== null && (e as { _tag?: string })._tag === "SqlError" &&
-      (sqlState(e as SqlError) === undefined || (sqlState(e as SqlError) ?? "").startsWith("08") ||
-        sqlState(e as SqlError) === "57P01" || sqlState(e as SqlError) === "57P02" || sqlState(e as SqlError) === "57P03")
 
     // A transaction of our own on a connection reserved for it (interruptible
     // while it waits for one), or a savepoint in a caller's: COMMIT, ROLLBACK
@@ -901,12 +762,6 @@ export const make = (options?: Options) =>
         return outcome
       })
 
-    // A unique violation, deadlock or serialization failure while saving is a
-    // conflict when the versions moved; read them after the rollback.
-    const retryable = (e: unknown): e is SqlError =>
-      e !== null && typeof e === "object" && (e as any)._tag === "SqlError" &&
-      ["23505", "40P01", "40001"].includes(sqlState(e as SqlError) ?? "")
-    const toStoreError = (e: SqlError | EventStoreError) => e instanceof EventStoreError ? e : wrap("Saving events failed")(e)
     const conflictsAfter = (batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
       Effect.flatMap(
         sql.unsafe<{ id: string; version: string }>(q.versions, [batch.streams.map((w) => w.streamId), batch.tenantId]),
@@ -1229,10 +1084,6 @@ export const make = (options?: Options) =>
       } satisfies Storage.Transaction
     }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap("Opening a transaction failed")(e)))
 
-    const checkpointOf = (row: { tx_id: string; seq: string }): Storage.Checkpoint => ({
-      txId: BigInt(row.tx_id),
-      sequence: Number(row.seq)
-    })
     const progressOf = (ref: Storage.ProjectionRef) =>
       sql.unsafe<{ tx_id: string; seq: string; processed: string }>(q.progress, [ref.name, ref.version]).pipe(
         Effect.map((rows): Storage.Progress =>
