@@ -15,7 +15,8 @@ import { EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Se
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
-import { maxSavesInFlight, poolConnectionOf } from "../src/pg/PgStorage.js"
+import { poolConnectionOf } from "../src/pg/driver.js"
+import { maxSavesInFlight } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
 const created = (...names: Array<string>) =>

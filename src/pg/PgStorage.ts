@@ -16,16 +16,15 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Cause from "effect/Cause"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
+import * as Driver from "./driver.js"
 import { connectionLost, outcomeUnknown, retryable, sqlState, toStoreError, wrap } from "./failures.js"
 import {
   appendedTo,
@@ -108,45 +107,6 @@ interface Sent {
   readonly appended: Map<string, Array<Storage.AppendedEvent>>
 }
 
-/**
- * The pool-level connection of `@effect/sql-pg`, reached through a
- * statement's acquirer: each statement on it borrows a client from the pool
- * for just that statement, without a Scope (reserving one through
- * `sql.reserve` costs more Node CPU than a save itself), and its `executeRaw`
- * hands the query to node-postgres as given, so a named query config runs
- * prepared. Undefined with another driver: saves then reserve a connection.
- *
- * @internal
- */
-export const poolConnectionOf = (sql: SqlClient.SqlClient): Effect.Effect<SqlConnection.Connection | undefined> =>
-  Effect.sync(() => (sql.unsafe("SELECT 1") as unknown as { readonly acquirer?: unknown }).acquirer).pipe(
-    Effect.flatMap((acquirer) =>
-      Effect.isEffect(acquirer) ? (acquirer as Effect.Effect<SqlConnection.Connection, unknown>) : Effect.succeed(undefined)
-    ),
-    // Outside any transaction the acquirer gives the pool's connection.
-    Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)),
-    Effect.map((conn) =>
-      conn !== undefined && (conn as { pg?: unknown }).pg === undefined && typeof conn.executeRaw === "function" &&
-        "pg" in conn
-        ? conn
-        : undefined
-    ),
-    Effect.orElseSucceed(() => undefined)
-  )
-
-// node-postgres copies a plain query config through property descriptors (~6 us);
-// a Query built from the text skips that, and carries the statement's name. Only
-// where we call client.query ourselves, with the callback second (every version takes that).
-type QueryClass = new(text: string, values: ReadonlyArray<unknown>) => { name?: string }
-const queryClassOf = (client: Pg.PoolClient): QueryClass | undefined =>
-  (client.constructor as { Query?: QueryClass } | undefined)?.Query
-const statementFor = (Query: QueryClass | undefined, name: string, text: string, values: ReadonlyArray<unknown>) => {
-  if (typeof Query !== "function") return { name, text, values }
-  const query = new Query(text, values)
-  query.name = name
-  return query
-}
-
 // Schedules `flush` once, after the current turn of the event loop, while `waiting()`:
 // every request that arrives in that turn joins the same flush.
 const afterThisTurn = (waiting: () => boolean, flush: () => void) => {
@@ -173,189 +133,12 @@ export const make = (options?: Options) =>
     const schema = options?.schema ?? "chronicle"
     const quoted = quoteSchema(schema)
     const q = statements(quoted)
+    const names = preparedNames(schema)
+    const driver = yield* Driver.make(sql, [names.read, names.readAll, names.readFrom, names.readMany, names.snapshot])
+    const runtime = driver.runtime
+    const reserve = driver.reserve
     const channel = notifyChannel(schema)
 
-    // The hot statements go out as named prepared statements on the
-    // connection's node-postgres client: parsed and planned once per
-    // connection instead of on every save (@effect/sql-pg sends every
-    // statement unnamed).
-    const clientOf = (conn: SqlConnection.Connection): Pg.PoolClient | undefined => (conn as { pg?: Pg.PoolClient }).pg
-
-    // Broken connections. A backend that is terminated (pg_terminate_backend,
-    // a shutdown) sends a FATAL error and exits; node-postgres hands that error
-    // to the statement in flight as its answer, and the pool takes the client
-    // back as healthy (@effect/sql-pg releases it without an error) until the
-    // socket's end is read, later. The next statement handed that client fails
-    // with "Connection terminated unexpectedly". So every client our statements
-    // run on is watched for its backend's FATAL (before node-postgres delivers
-    // it), a dead client is never sent a statement, and a client whose
-    // connection broke is ended before it goes back, so the pool drops it.
-    const terminated = new WeakSet<Pg.PoolClient>()
-    const watched = new WeakSet<Pg.PoolClient>()
-    const watch = (client: Pg.PoolClient) => {
-      if (watched.has(client)) return
-      watched.add(client)
-      const connection = (client as unknown as { connection?: { prependListener?: (event: string, f: (msg: { severity?: string }) => void) => void } })
-        .connection
-      connection?.prependListener?.("errorMessage", (msg) => {
-        if (msg.severity === "FATAL" || msg.severity === "PANIC") terminated.add(client)
-      })
-    }
-    // pg-pool reads these same two fields to decide whether a released client is reusable.
-    const dead = (client: Pg.PoolClient) => {
-      const state = client as unknown as { _queryable?: boolean; _ending?: boolean }
-      return terminated.has(client) || state._queryable === false || state._ending === true
-    }
-    const evict = (client: Pg.PoolClient) => {
-      terminated.add(client)
-      if ((client as unknown as { _ending?: boolean })._ending === true) return
-      // Marks the client as ending at once, so that its release removes it from the pool.
-      client.end().catch(() => {})
-    }
-    // An error of the connection rather than of the statement: anything that is
-    // not an ordinary error answer (a DatabaseError has a severity), a FATAL
-    // answer, or a connection class SQLSTATE.
-    const brokenBy = (error: unknown) => {
-      const e = error as { severity?: unknown; code?: unknown } | null
-      if (e === null || typeof e !== "object" || typeof e.severity !== "string") return true
-      const code = typeof e.code === "string" ? e.code : ""
-      return e.severity === "FATAL" || e.severity === "PANIC" || code.startsWith("08") || code.startsWith("57P")
-    }
-    // Proof that a failed statement never ran, so that running it again on
-    // another connection cannot write twice:
-    // - 57P01 as the answer: the backend was terminated (pg_terminate_backend,
-    //   a shutdown, its postmaster's death) before or while it ran the
-    //   statement. PostgreSQL acts on a termination only where interrupts are
-    //   allowed: never between writing a commit record and sending the answer
-    //   (the commit holds interrupts, and the ReadyForQuery that follows is
-    //   flushed before the backend next checks; a termination while it is
-    //   blocked sending drops the message, so the client sees only the
-    //   connection close). So a statement answered with 57P01 was rolled back
-    //   with its implicit transaction, or never read. (57P02, crash shutdown,
-    //   comes from a signal handler that can fire after a commit: no proof.)
-    // - node-postgres refused it without sending it (the client had ended).
-    // - the client had already received its backend's FATAL when the statement
-    //   would have been sent (the backend exits right after that message): it
-    //   is then not sent at all (`NotSent`).
-    const refusedLocally = /^Client (has encountered a connection error|was closed) and is not queryable$/
-    const neverRan = (error: unknown) => {
-      const e = error as { code?: unknown; message?: unknown } | null
-      return e !== null && typeof e === "object" &&
-        (e.code === "57P01" || (typeof e.message === "string" && refusedLocally.test(e.message)))
-    }
-    class NotSent extends Error {
-      constructor() {
-        super("The connection's backend had ended: the statement was not sent")
-      }
-    }
-
-    const queryOn = <A>(client: Pg.PoolClient, name: string, text: string, values: ReadonlyArray<unknown>) =>
-      Effect.async<ReadonlyArray<A>, SqlError>((resume) => {
-        watch(client)
-        client.query(statementFor(queryClassOf(client), name, text, values) as Pg.QueryConfig, (error: Error | null, result: Pg.QueryResult) => {
-          if (error) {
-            if (brokenBy(error)) evict(client)
-            resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
-          } else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
-        })
-        // Interruption cancels the statement from another connection, as
-        // @effect/sql-pg does; never from a transaction's own, which is busy.
-        return sql.unsafe(`SELECT pg_cancel_backend($1)`, [(client as unknown as { processID: number }).processID]).pipe(
-          Effect.mapInputContext((ctx: Context.Context<never>) => Context.omit(SqlClient.TransactionConnection)(ctx)),
-          Effect.timeoutOption("5 seconds"),
-          Effect.ignore
-        )
-      })
-    const poolConnection = yield* poolConnectionOf(sql)
-    // @effect/sql-pg's pool-level connection borrows a client for one statement
-    // and gives it to `f` (and takes it back, and cancels the statement on
-    // interruption); without that method, its executeRaw.
-    type WithClient = <A>(f: (client: Pg.PoolClient, resume: (effect: Effect.Effect<A, SqlError>) => void) => void) => Effect.Effect<A, SqlError>
-    const withClientOf = (conn: SqlConnection.Connection): WithClient | undefined => {
-      const run = (conn as { runWithClient?: unknown }).runWithClient
-      return typeof run === "function" ? (run as WithClient).bind(conn) : undefined
-    }
-    // Failures of statements that were never sent: no client (the pool could
-    // not connect), or a client found dead before sending.
-    const unsent = new WeakSet<SqlError>()
-    const poolWithClient = poolConnection === undefined ? undefined : withClientOf(poolConnection)
-    const onPoolOnce = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
-      const withClient = conn === poolConnection ? poolWithClient : withClientOf(conn)
-      // A plain config here, not a Query: @effect/sql-pg passes its callback as the
-      // third argument, which node-postgres before 8.19 ignores for Query objects.
-      if (withClient === undefined) {
-        return Effect.map(
-          conn.executeRaw({ name, text } as unknown as string, values),
-          (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
-        ).pipe(Effect.tapError((error) =>
-          Effect.sync(() => {
-            if (error.message === "Failed to acquire connection") unsent.add(error)
-          })
-        ))
-      }
-      let sent = false
-      return withClient<ReadonlyArray<A>>((client, resume) => {
-        watch(client)
-        if (dead(client)) {
-          evict(client)
-          return resume(Effect.fail(new SqlError({ cause: new NotSent(), message: "Failed to execute statement" })))
-        }
-        sent = true
-        client.query(statementFor(queryClassOf(client), name, text, values) as Pg.QueryConfig, (error: Error | null, result: Pg.QueryResult) => {
-          if (error) {
-            // Ended before it goes back to the pool (the release follows `resume`).
-            if (brokenBy(error)) evict(client)
-            resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
-          } else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
-        })
-      }).pipe(Effect.tapError((error) =>
-        Effect.sync(() => {
-          if (!sent) unsent.add(error)
-        })
-      ))
-    }
-    // Gives the event loop a turn, in which the sockets of other backends that
-    // died are read and the pool drops their clients.
-    const nextTurn = Effect.async<void>((resume) => {
-      setImmediate(() => resume(Effect.void))
-    })
-    // Outside a transaction a statement that failed with its connection is run
-    // again on another one: a read whatever the failure (reading twice is
-    // harmless), a write only when the failure proves it never ran (not sent,
-    // or `neverRan` above), since a write whose answer was lost may have
-    // committed: that one fails, saying that its outcome is unknown. A few
-    // tries, because when every backend of the pool was killed at once the
-    // next client the pool hands out may be dying too.
-    const readNames = new Set<string>()
-    const maxTries = 3
-    const onPool = <A>(conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
-      if (readNames.size === 0) {
-        for (const read of [names.read, names.readAll, names.readFrom, names.readMany, names.snapshot]) readNames.add(read)
-      }
-      const read = readNames.has(name)
-      const attempt = (tries: number): Effect.Effect<ReadonlyArray<A>, SqlError> =>
-        Effect.catchAll(onPoolOnce<A>(conn, name, text, values), (error) => {
-          const notRun = unsent.has(error) || neverRan(error.cause)
-          if (tries < maxTries && (notRun || (read && brokenBy(error.cause)))) return Effect.zipRight(nextTurn, attempt(tries + 1))
-          if (!read && !notRun && brokenBy(error.cause)) outcomeUnknown.add(error)
-          return Effect.fail(error)
-        })
-      return attempt(1)
-    }
-    const prepared = <A extends object>(name: string, text: string, values: ReadonlyArray<unknown>) =>
-      Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
-        const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
-        if (Option.isSome(tx)) {
-          const client = clientOf(tx.value[0])
-          return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
-        }
-        if (poolConnection !== undefined) return onPool<A>(poolConnection, name, text, values)
-        return Effect.scoped(Effect.flatMap(sql.reserve, (conn) => {
-          const client = clientOf(conn)
-          return client === undefined ? sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(client, name, text, values)
-        }))
-      })
-    const names = preparedNames(schema)
 
     // pg_notify makes commits queue on a cluster-wide lock, so appends notify
     // only while some daemon listens (it registers in the listeners table);
@@ -372,7 +155,7 @@ export const make = (options?: Options) =>
     const notifyTo = () => listening ? channel : null
 
     const loadSnapshot = (tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
-      prepared<SnapshotRow>(names.snapshot, q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
+      Driver.prepared<SnapshotRow>(driver, names.snapshot, q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
         Effect.map((rows): Storage.SnapshotLoad => {
           let snapshot: Storage.StoredDocument | undefined
           const tail: Array<Storage.StoredEvent> = []
@@ -389,46 +172,6 @@ export const make = (options?: Options) =>
         }),
         Effect.mapError(wrap(`Reading the snapshot of stream "${id}" failed`))
       )
-
-    const runtime = yield* Effect.runtime<never>()
-
-    // A reserved connection whose backend sent its FATAL (to any statement on
-    // it) is ended before @effect/sql-pg gives it back (finalizers run last
-    // first), so the pool drops it.
-    const watchReserved = (scope: Scope.Scope) => (conn: SqlConnection.Connection) => {
-      const client = clientOf(conn)
-      if (client === undefined) return Effect.void
-      watch(client)
-      return Scope.addFinalizer(scope, Effect.sync(() => {
-        if (dead(client)) evict(client)
-      }))
-    }
-
-    // @effect/sql-pg's reserve waits for a pool connection uninterruptibly, and
-    // a connection it gets for a waiter that was interrupted is never given
-    // back. So the reservation runs in a fiber of its own, into a scope of its
-    // own that the caller's scope closes: a waiter interrupted while it waits
-    // returns at once, and a connection that arrives after that is given back
-    // the moment it arrives (a finalizer added to a closed scope runs at once).
-    const reserve: Effect.Effect<SqlConnection.Connection, EventStoreError, Scope.Scope> = Effect.flatMap(
-      Effect.scope,
-      (outer) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(Scope.make(), (inner) =>
-            Effect.zipRight(
-              Scope.addFinalizer(outer, Scope.close(inner, Exit.void)),
-              restore(Effect.async<SqlConnection.Connection, EventStoreError>((resume) => {
-                Runtime.runCallback(runtime)(Scope.extend(Effect.tap(sql.reserve, watchReserved(inner)), inner), {
-                  onExit: (exit) =>
-                    resume(exit._tag === "Success" ? Effect.succeed(exit.value) : Effect.fail(
-                      new EventStoreError({ message: "Reserving a connection failed", cause: Cause.squash(exit.cause) })
-                    ))
-                })
-                return Scope.close(inner, Exit.void)
-              }))
-            ))
-        )
-    )
 
     // A transaction of our own on a connection reserved for it (interruptible
     // while it waits for one), or a savepoint in a caller's: COMMIT, ROLLBACK
@@ -494,15 +237,15 @@ export const make = (options?: Options) =>
       if (start > end) return noEvents
       return end === Number.MAX_SAFE_INTEGER && until === undefined
         ? readFrom(tenantId, id, start)
-        : prepared<EventsJsonRow>(names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
+        : Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
           Effect.mapError(wrap(`Reading stream "${id}" failed`)),
           Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
         )
     }
     const readAlone = (tenantId: string, id: string, from: number) =>
       (from === 1
-        ? prepared<EventsJsonRow>(names.readAll, q.readAll, [id, tenantId])
-        : prepared<EventsJsonRow>(names.readFrom, q.readFrom, [id, from, tenantId])).pipe(
+        ? Driver.prepared<EventsJsonRow>(driver, names.readAll, q.readAll, [id, tenantId])
+        : Driver.prepared<EventsJsonRow>(driver, names.readFrom, q.readFrom, [id, from, tenantId])).pipe(
         Effect.mapError(wrap(`Reading stream "${id}" failed`)),
         Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
       )
@@ -538,7 +281,7 @@ export const make = (options?: Options) =>
         const froms = taken.map((w) => w.from)
         const tenants = taken.map((w) => w.tenantId)
         // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
-        Runtime.runCallback(runtime)(prepared<EventsJsonRow & { readonly ord: string }>(names.readMany, q.readMany, [ids, froms, tenants]), {
+        Runtime.runCallback(runtime)(Driver.prepared<EventsJsonRow & { readonly ord: string }>(driver, names.readMany, q.readMany, [ids, froms, tenants]), {
           onExit: (exit) => {
             readsInFlight--
             const found = new Array<string | null>(taken.length).fill(null)
@@ -631,7 +374,7 @@ export const make = (options?: Options) =>
       if (docs.length > 0) values.push(docs.map((d) => d.projection), docs.map((d) => d.projectionVersion), JSON.stringify(docs[0].data))
       if (notify !== null) values.push(notify)
       return Effect.flatMap(
-        prepared<{ seq: string | null; version: string | null; timestamp: number | null }>(statement.name, statement.text, values),
+        Driver.prepared<{ seq: string | null; version: string | null; timestamp: number | null }>(driver, statement.name, statement.text, values),
         (rows): Effect.Effect<Storage.CommitResult, SqlError> => {
           let version: number | undefined
           const appended: Array<Storage.AppendedEvent> = []
@@ -712,8 +455,8 @@ export const make = (options?: Options) =>
           notifyTo()
         ]
         const rows = token === undefined
-          ? yield* prepared<CommitRow>(names.commit, q.commit, values)
-          : yield* prepared<CommitRow>(names.commitEach, q.commitEach, [...values, token])
+          ? yield* Driver.prepared<CommitRow>(driver, names.commit, q.commit, values)
+          : yield* Driver.prepared<CommitRow>(driver, names.commitEach, q.commitEach, [...values, token])
         const passed = new Map<string, number>()
         const appended = new Map<string, Array<Storage.AppendedEvent>>()
         for (const row of rows) {
@@ -1006,8 +749,7 @@ export const make = (options?: Options) =>
       const timeoutOf = (timeout: Duration.Duration) => `${Math.max(1, Math.round(Duration.toMillis(timeout)))}ms`
       const setTimeout = (timeout: Duration.Duration) =>
         `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`
-      const exec = (text: string) =>
-        conn.executeUnprepared(text, [], undefined) as unknown as Effect.Effect<ReadonlyArray<ReadonlyArray<{ previous: string }>>, SqlError>
+      const exec = (text: string) => Driver.unpreparedResults<{ previous: string }>(conn, text)
       // Locks, then undoes what a lock not had left (with `undo`), or fails.
       const tryLock = (
         id: string,
@@ -1017,7 +759,7 @@ export const make = (options?: Options) =>
         kept: Effect.Effect<unknown, SqlError>,
         undo: Effect.Effect<unknown, SqlError>
       ) =>
-        Effect.flatMap(Effect.either(inTx(prepared(names.lock, q.lock, [id, type, tenant, previous]))), (locked) => {
+        Effect.flatMap(Effect.either(inTx(Driver.prepared(driver, names.lock, q.lock, [id, type, tenant, previous]))), (locked) => {
           if (Either.isRight(locked)) return Effect.as(kept, "Locked" as const)
           const outcome = notHad(locked.left)
           return outcome === undefined ? Effect.fail(locked.left) : Effect.as(undo, outcome)
@@ -1063,7 +805,7 @@ export const make = (options?: Options) =>
               // A COMMIT of our own sent and never answered may have committed.
               Effect.tapError((e) =>
                 Effect.sync(() => {
-                  if (ok && Option.isNone(outer) && brokenBy(e.cause) && !neverRan(e.cause)) outcomeUnknown.add(e)
+                  if (ok && Option.isNone(outer) && Driver.sentAndLost(e)) outcomeUnknown.add(e)
                 })
               )
             )
