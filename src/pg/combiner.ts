@@ -64,7 +64,9 @@ export interface Combiner<A, E, W extends Waiter<A, E>> {
   inFlight: number
   /** Flushes once the current turn of the event loop is over, while requests wait. */
   readonly schedule: () => void
+  /** Gives a statement's slot back, and flushes what waits for it. */
   readonly landed: () => void
+  /** `landed`, as an effect. */
   readonly release: Effect.Effect<void>
 }
 
@@ -74,6 +76,10 @@ export interface Combiner<A, E, W extends Waiter<A, E>> {
  * @since 0.1.0
  */
 export const make = <A, E, W extends Waiter<A, E>>(policy: Policy<W>): Combiner<A, E, W> => {
+  const landed = () => {
+    combiner.inFlight--
+    combiner.schedule()
+  }
   const combiner: Combiner<A, E, W> = {
     maxInFlight: policy.maxInFlight,
     queue: [],
@@ -81,14 +87,8 @@ export const make = <A, E, W extends Waiter<A, E>>(policy: Policy<W>): Combiner<
     // Queued requests go out once the current turn of the event loop is over,
     // so that every request that arrived in it joins the same statement.
     schedule: afterThisTurn(() => combiner.queue.length > 0, () => flush(combiner, policy)),
-    landed: () => {
-      combiner.inFlight--
-      combiner.schedule()
-    },
-    release: Effect.sync(() => {
-      combiner.inFlight--
-      combiner.schedule()
-    })
+    landed,
+    release: Effect.sync(landed)
   }
   return combiner
 }

@@ -34,10 +34,10 @@ export interface Sent {
 // while it waits for one), or a savepoint in a caller's: COMMIT, ROLLBACK
 // and their failures are errors, never defects. A failed COMMIT whose
 // answer never came leaves the outcome unknown, and says so.
-export class Rollback {
+class Rollback {
   constructor(readonly result: Storage.CommitResult) {}
 }
-export const transactional = <A>(
+const transactional = <A>(
   store: Store,
   body: Effect.Effect<A, SqlError | EventStoreError | Rollback>
 ): Effect.Effect<A, SqlError | EventStoreError | Rollback> =>
@@ -147,6 +147,12 @@ const runSingle = (store: Store, plan: NonNullable<ReturnType<typeof singleStrea
   )
 }
 
+/**
+ * Runs a batch's statements, in the caller's transaction if any: a single
+ * stream in its small statement, else the batch statement (and inline work).
+ *
+ * @since 0.1.0
+ */
 export const run = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
   Effect.suspend(() => {
     const single = singleStream(batch)
@@ -162,9 +168,13 @@ const runBatch = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Stora
     return { _tag: "Committed", streams: committed, states: outcome?.states } as Storage.CommitResult
   })
 
-// Sends the batch statement: all streams or none, or with a commit token
-// (write-combining) each stream on its own. Tells which streams passed, at
-// which version, and the events appended.
+/**
+ * Sends the batch statement: all streams or none, or with a commit token
+ * (write-combining) each stream on its own. Tells which streams passed, at
+ * which version, and the events appended.
+ *
+ * @since 0.1.0
+ */
 export const execute = (store: Store, batch: Storage.CommitBatch, token: string | undefined) =>
   Effect.gen(function*() {
     const ids: Array<string> = []
@@ -215,9 +225,13 @@ export const execute = (store: Store, batch: Storage.CommitBatch, token: string 
     return { passed, appended } satisfies Sent
   })
 
-// The outcome of a batch whose passing streams are known: the others
-// conflicted. Only the losing path pays for a second round trip, to report
-// the real version.
+/**
+ * The outcome of a batch whose passing streams are known: the others
+ * conflicted. Only the losing path pays for a second round trip, to report
+ * the real version.
+ *
+ * @since 0.1.0
+ */
 export const settle = (store: Store, batch: Storage.CommitBatch, sent: Sent) =>
   Effect.gen(function*() {
     const failed = batch.streams.filter((w) => !sent.passed.has(w.streamId))
@@ -253,6 +267,12 @@ const runInline = (store: Store, work: Storage.InlineWork, committed: ReadonlyAr
     return outcome
   })
 
+/**
+ * The outcome of a save that failed with a `retryable` error, once rolled
+ * back: the conflicts, if the versions moved; a deadlock; or the error.
+ *
+ * @since 0.1.0
+ */
 export const conflictsAfter = (store: Store, batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
   Effect.flatMap(
     store.sql.unsafe<{ id: string; version: string }>(store.q.versions, [batch.streams.map((w) => w.streamId), batch.tenantId]),
@@ -271,9 +291,13 @@ export const conflictsAfter = (store: Store, batch: Storage.CommitBatch, error: 
 const recover = (store: Store, batch: Storage.CommitBatch) => (e: SqlError | EventStoreError) =>
   retryable(e) ? conflictsAfter(store, batch, e) : Effect.fail(toStoreError(e))
 
-// Several streams: the statement's partial updates must roll back with a
-// conflict; inline work takes statements of its own. Both run in a
-// transaction (a savepoint inside a caller's).
+/**
+ * Saves a batch now, uncombined. Several streams: the statement's partial
+ * updates must roll back with a conflict; inline work takes statements of
+ * its own. Both run in a transaction (a savepoint inside a caller's).
+ *
+ * @since 0.1.0
+ */
 export const commitDirect = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
   Effect.catchAll(
     batch.streams.length === 1 && batch.inline === undefined
