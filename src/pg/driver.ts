@@ -6,8 +6,9 @@
  * `executeRaw` as `{ name, text } as unknown as string`, the results of a
  * multi-statement `executeUnprepared`, and on a node-postgres client its
  * `Query` class, `processID`, `_queryable` and `_ending`, and its connection's
- * `errorMessage` events. The guard test in test/pg-specific.test.ts fails when
- * an upgrade moves them.
+ * `errorMessage` events. The guard test in test/pg-specific.test.ts ("statements
+ * run prepared on @effect/sql-pg's pool-level connection") fails when an upgrade
+ * moves them.
  *
  * The other modules see a small surface: `prepared` statements, `reserve`, and
  * what a failure tells (`sentAndLost`). A port to Effect 4, whose SQL packages
