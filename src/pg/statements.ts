@@ -36,7 +36,7 @@ const eventsJson = `'[' || string_agg(concat('[', seq, ',', version, ',', to_jso
  * A builder, not texts: its variants (the expected version's kind, with or
  * without a snapshot, a notification, more than one event) are each a
  * statement of its own, prepared under its own name, and written out they
- * would be a dozen near copies.
+ * would be two dozen near copies.
  *
  * @internal
  */
