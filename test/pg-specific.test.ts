@@ -15,7 +15,8 @@ import { EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Se
 import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
-import { maxSavesInFlight, poolConnectionOf } from "../src/pg/PgStorage.js"
+import { poolConnectionOf } from "../src/pg/driver.js"
+import { maxSavesInFlight } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
 
 const created = (...names: Array<string>) =>
@@ -126,6 +127,18 @@ describe("postgres", () => {
         // Inside a transaction the acquirer gives the transaction's connection, which is not the pool's.
         const inTx = yield* sql.withTransaction(poolConnectionOf(sql))
         assert.strictEqual(inTx, conn)
+        // And the node-postgres internals src/pg/driver.ts relies on: the pool-level
+        // connection's runWithClient, and on the client it lends, its Query class,
+        // processID, the two fields pg-pool reads, and its connection's events.
+        type Lend = (f: (client: any, resume: (effect: Effect.Effect<any>) => void) => void) => Effect.Effect<any>
+        const runWithClient = (conn as unknown as { runWithClient?: Lend }).runWithClient
+        assert.strictEqual(typeof runWithClient, "function")
+        const client = yield* runWithClient!.call(conn, (client, resume) => resume(Effect.succeed(client)))
+        assert.strictEqual(typeof client.constructor.Query, "function")
+        assert.strictEqual(typeof client.processID, "number")
+        assert.strictEqual(client._queryable, true)
+        assert.strictEqual(client._ending, false)
+        assert.strictEqual(typeof client.connection?.prependListener, "function")
       }))
 
     it.effect("interrupted exclusive fetches give back their lock and their connection (pool of 3)", () =>

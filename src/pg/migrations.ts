@@ -5,6 +5,10 @@
  *
  * @since 0.1.0
  */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import { wrap } from "./failures.js"
+import { quoteSchema } from "./statements.js"
 
 /**
  * A migration: an id and the SQL for a given (quoted) schema name.
@@ -120,3 +124,30 @@ CREATE TABLE ${s}.commits (
 `
   }
 ]
+
+/**
+ * Applies the embedded migrations to a schema, once, even when several
+ * processes start at the same time.
+ *
+ * @since 0.1.0
+ */
+export const migrate = (schema: string) =>
+  Effect.gen(function*() {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const s = quoteSchema(schema)
+    yield* sql.withTransaction(Effect.gen(function*() {
+      // Serialises concurrent migrators: CREATE ... IF NOT EXISTS alone races on the catalogs.
+      yield* sql.unsafe(`SELECT pg_advisory_xact_lock(hashtext('effect-chronicle:migrate'), hashtext($1))`, [schema])
+      yield* sql.unsafe(`CREATE SCHEMA IF NOT EXISTS ${s}`)
+      yield* sql.unsafe(
+        `CREATE TABLE IF NOT EXISTS ${s}.migrations (id int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
+      )
+      const done = yield* sql.unsafe<{ id: number }>(`SELECT id FROM ${s}.migrations`)
+      const applied = new Set(done.map((row) => Number(row.id)))
+      for (const migration of migrations) {
+        if (applied.has(migration.id)) continue
+        yield* sql.unsafe(migration.sql(s))
+        yield* sql.unsafe(`INSERT INTO ${s}.migrations (id, name) VALUES ($1, $2)`, [migration.id, migration.name])
+      }
+    }))
+  }).pipe(Effect.mapError(wrap(`Migrating the event store schema "${schema}" failed`)))

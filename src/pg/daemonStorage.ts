@@ -1,0 +1,156 @@
+/**
+ * The storage of projection daemons over PostgreSQL: leadership of a
+ * projection (a session advisory lock), the log read in commit order from a
+ * checkpoint, documents and progress stored together, and the notifications
+ * that wake daemons up.
+ *
+ * @since 0.1.0
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlConnection from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { EventStoreError } from "../Errors.js"
+import * as Storage from "../Storage.js"
+import { wrap } from "./failures.js"
+import { readDocuments } from "./reads.js"
+import { checkpointOf, type LoggedRow, toStored, writeArrays } from "./rows.js"
+import type { Statements } from "./statements.js"
+import type { Store } from "./store.js"
+
+/**
+ * Whether some projection daemon listens, refreshed every second for the
+ * scope. pg_notify makes commits queue on a cluster-wide lock, so appends
+ * notify only while some daemon listens (it registers in the listeners
+ * table); daemons poll as well, which covers the second it takes to notice.
+ *
+ * @since 0.1.0
+ */
+export const watchListeners = (sql: SqlClient.SqlClient, q: Statements): Effect.Effect<{ listening: boolean }, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const listeners = { listening: false }
+    const refreshListening = sql.unsafe<{ listening: boolean }>(q.listening).pipe(
+      Effect.map((rows) => {
+        listeners.listening = rows[0]?.listening === true
+      }),
+      Effect.ignore
+    )
+    yield* refreshListening
+    yield* Effect.forkScoped(Effect.repeat(refreshListening, Schedule.spaced("1 second")))
+    return listeners
+  })
+
+const progressOf = (store: Store, ref: Storage.ProjectionRef) =>
+  store.sql.unsafe<{ tx_id: string; seq: string; processed: string }>(store.q.progress, [ref.name, ref.version]).pipe(
+    Effect.map((rows): Storage.Progress =>
+      rows.length === 0
+        ? { checkpoint: Storage.origin, processed: 0 }
+        : { checkpoint: checkpointOf(rows[0]), processed: Number(rows[0].processed) }
+    ),
+    Effect.mapError(wrap(`Reading the progress of projection ${ref.name} failed`))
+  )
+
+// Leadership is a session advisory lock on a reserved connection, and every
+// statement of the leader runs on that connection: if it dies, so does the
+// lock, and the leader's next statement fails instead of writing as a zombie.
+const claim = (store: Store, claimInterval: Duration.DurationInput, ref: Storage.ProjectionRef) =>
+  Effect.gen(function*() {
+    const conn: SqlConnection.Connection = yield* store.driver.reserve
+    const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+    const key = [`effect-chronicle:${store.schema}`, `${ref.name}@${ref.version}`]
+    const tryLock = onConn(store.sql.unsafe<{ ok: boolean }>(store.q.tryLock, key))
+    yield* tryLock.pipe(
+      Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(claimInterval) })
+    )
+    yield* Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, key))))
+    // On the leader's connection, so that a lost leadership fails the batch.
+    const inTransaction = <A>(effect: Effect.Effect<A, SqlError>) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          conn.executeUnprepared("BEGIN", [], undefined),
+          Effect.flatMap(Effect.exit(restore(onConn(effect))), (exit) =>
+            exit._tag === "Success"
+              ? Effect.as(conn.executeUnprepared("COMMIT", [], undefined), exit.value)
+              : Effect.zipRight(Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)), exit))
+        )
+      )
+    return {
+      readAfter: (after, limit) =>
+        onConn(store.sql.unsafe<LoggedRow>(store.q.readAfter, [after.txId.toString(), after.sequence, limit])).pipe(
+          Effect.map((rows) =>
+            rows.map((row): Storage.LoggedEvent => ({
+              ...toStored(row.stream_id, row),
+              streamType: row.stream_type,
+              txId: BigInt(row.tx_id)
+            }))
+          ),
+          Effect.mapError(wrap(`Reading events for projection ${ref.name} failed`))
+        ),
+      readDocuments: (refs) => onConn(readDocuments(store, refs)),
+      progress: onConn(progressOf(store, ref)),
+      store: (writes, progress) =>
+        inTransaction(Effect.gen(function*() {
+          if (writes.length > 0) yield* store.sql.unsafe(store.q.upsertDocuments, writeArrays(writes))
+          yield* store.sql.unsafe(store.q.saveProgress, [
+            ref.name,
+            ref.version,
+            progress.checkpoint.txId.toString(),
+            progress.checkpoint.sequence,
+            progress.processed
+          ])
+        })).pipe(Effect.mapError(wrap(`Storing projection ${ref.name} failed`))),
+      reset: inTransaction(Effect.zipRight(
+        store.sql.unsafe(store.q.deleteDocuments, [ref.name, ref.version]),
+        store.sql.unsafe(store.q.deleteProgress, [ref.name, ref.version])
+      )).pipe(Effect.mapError(wrap(`Resetting projection ${ref.name} failed`)))
+    } satisfies Storage.ProjectionWorker
+  }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap(`Claiming projection ${ref.name} failed`)(e)))
+
+/**
+ * The projection storage of a store: a daemon that does not lead a
+ * projection tries to take it over every `claimInterval`.
+ *
+ * @since 0.1.0
+ */
+export const make = (store: Store, claimInterval: Duration.DurationInput): Effect.Effect<Storage.ProjectionStorage> =>
+  Effect.map(Effect.serviceOption(PgClient.PgClient), (pg): Storage.ProjectionStorage => ({
+    claim: (ref) => claim(store, claimInterval, ref),
+    progress: (ref) => progressOf(store, ref),
+    head: store.sql.unsafe<{ tx_id: string; seq: string }>(store.q.head).pipe(
+      Effect.map((rows) =>
+        rows.length === 0
+          ? { checkpoint: Storage.origin, sequence: 0 }
+          : { checkpoint: checkpointOf(rows[0]), sequence: Number(rows[0].seq) }
+      ),
+      Effect.mapError(wrap("Reading the head of the log failed"))
+    ),
+    countAfter: (after) =>
+      store.sql.unsafe<{ n: string }>(store.q.countAfter, [after.txId.toString(), after.sequence]).pipe(
+        Effect.map((rows) => Number(rows[0].n)),
+        Effect.mapError(wrap("Counting events failed"))
+      ),
+    // LISTEN when the client can (PgClient); readers poll as well, so a lost notification only delays them.
+    changes: Option.match(pg, {
+      onNone: () => Stream.never,
+      onSome: (client) =>
+        Stream.unwrapScoped(Effect.gen(function*() {
+          // Registered while listening, so that stores start notifying; the
+          // registration expires by itself if this process dies.
+          const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
+          yield* Effect.forkScoped(Effect.repeat(Effect.ignore(store.sql.unsafe(store.q.register, [id])), Schedule.spaced("10 seconds")))
+          yield* Effect.addFinalizer(() => Effect.ignore(store.sql.unsafe(store.q.unregister, [id])))
+          return client.listen(store.channel).pipe(
+            Stream.as(undefined as void),
+            Stream.retry(Schedule.spaced("1 second")),
+            Stream.catchAll(() => Stream.never)
+          )
+        }))
+    })
+  }))

@@ -1,0 +1,196 @@
+/**
+ * The reads of the PostgreSQL storage: streams (whole ones combined with
+ * other sessions' under load), snapshots and documents.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Runtime from "effect/Runtime"
+import { EventStoreError } from "../Errors.js"
+import type * as Storage from "../Storage.js"
+import * as Combiner from "./combiner.js"
+import * as Driver from "./driver.js"
+import { wrap } from "./failures.js"
+import { type DocumentRow, type EventsJsonRow, fromEventsJson, refArrays, type SnapshotRow, toDocument, toStored } from "./rows.js"
+import type { Store } from "./store.js"
+
+/**
+ * How many whole-stream reads of one store run as statements of their own at
+ * once before further concurrent reads are combined into one statement.
+ *
+ * @since 0.1.0
+ */
+export const maxReadsInFlight = 8
+
+/** The most streams one combined read asks for. */
+const maxStreamsPerRead = 64
+
+/**
+ * Counts the statements that read several sessions' streams at once
+ * (read-combining), tagged with the store's schema.
+ *
+ * @since 0.1.0
+ */
+export const combinedReadStatements = Metric.counter("effect_chronicle_combined_read_statements", {
+  description: "Statements that read several concurrent fetches' streams at once"
+})
+
+const farFuture = new Date("9999-12-31T00:00:00Z")
+
+type Events = ReadonlyArray<Storage.StoredEvent>
+
+/**
+ * A read waiting to be combined: a stream, whole or from a version on.
+ *
+ * @since 0.1.0
+ */
+export interface ReadWaiter extends Combiner.Waiter<Events, EventStoreError> {
+  readonly tenantId: string
+  readonly id: string
+  readonly from: number
+}
+
+/**
+ * The reads of one store.
+ *
+ * @since 0.1.0
+ */
+export interface Reads {
+  readonly store: Store
+  /** Whether concurrent whole-stream reads may share one statement. */
+  readonly combining: boolean
+  readonly combiner: Combiner.Combiner<Events, EventStoreError, ReadWaiter>
+}
+
+/**
+ * The reads of a store. Read-combining, as write-combining: while fewer than
+ * `maxReadsInFlight` reads of this store are running, a read of a stream
+ * (whole, or from a version on) goes alone, at once; reads beyond that wait
+ * for the current turn of the event loop to end and then go together, one
+ * statement for all (one round trip, one snapshot; each stream's events are
+ * its own and complete as of that statement, which starts after every waiter
+ * asked).
+ *
+ * @since 0.1.0
+ */
+export const make = (store: Store, combining: boolean): Reads => {
+  const readStatements = Metric.tagged(combinedReadStatements, "schema", store.schema)
+  const combiner = Combiner.make<Events, EventStoreError, ReadWaiter>({
+    maxInFlight: maxReadsInFlight,
+    take: (queue) => queue.splice(0, maxStreamsPerRead),
+    send: (taken, landed) => {
+      readStatements.unsafeUpdate(1, [])
+      const ids = taken.map((w) => w.id)
+      const froms = taken.map((w) => w.from)
+      const tenants = taken.map((w) => w.tenantId)
+      const { names, q } = store
+      // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
+      Runtime.runCallback(store.driver.runtime)(
+        Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readMany, q.readMany, [ids, froms, tenants]),
+        {
+          onExit: (exit) => {
+            landed()
+            const found = new Array<string | null>(taken.length).fill(null)
+            if (exit._tag === "Success") for (const row of exit.value) found[Number(row.ord) - 1] = row.events
+            taken.forEach((waiter, i) => {
+              if (waiter.gone) return
+              // Each waiter parses its own copy (no two sessions share event objects); if
+              // the shared statement failed, each reads alone, so that one bad read fails only itself.
+              waiter.resume(
+                exit._tag === "Success" ? parseEvents(waiter.id, found[i]) : readAlone(store, waiter.tenantId, waiter.id, waiter.from)
+              )
+            })
+          }
+        }
+      )
+    }
+  })
+  return { store, combining, combiner }
+}
+
+const parseEvents = (id: string, json: string | null) =>
+  Effect.try({
+    try: () => fromEventsJson(id, json),
+    catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
+  })
+const noEvents: Effect.Effect<Events> = Effect.succeed([])
+
+/**
+ * Reads a stream's events, within bounds.
+ *
+ * @since 0.1.0
+ */
+export const readStream = (reads: Reads, tenantId: string, id: string, options?: Storage.ReadOptions) => {
+  // Bounds compare as numbers do, as in the in-memory store: versions are whole
+  // (from 1.5 on is from 2 on), and a NaN bound or an invalid date matches nothing.
+  const from = options?.fromVersion ?? 1
+  const to = options?.toVersion ?? Number.POSITIVE_INFINITY
+  const until = options?.toTimestamp
+  if (Number.isNaN(from) || Number.isNaN(to) || (until !== undefined && Number.isNaN(until.getTime()))) return noEvents
+  const start = Math.max(1, Math.ceil(from))
+  const end = Math.min(Number.MAX_SAFE_INTEGER, Math.floor(to))
+  if (start > end) return noEvents
+  const { driver, names, q } = reads.store
+  return end === Number.MAX_SAFE_INTEGER && until === undefined
+    ? readFrom(reads, tenantId, id, start)
+    : Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
+      Effect.mapError(wrap(`Reading stream "${id}" failed`)),
+      Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
+    )
+}
+
+const readAlone = (store: Store, tenantId: string, id: string, from: number) =>
+  (from === 1
+    ? Driver.prepared<EventsJsonRow>(store.driver, store.names.readAll, store.q.readAll, [id, tenantId])
+    : Driver.prepared<EventsJsonRow>(store.driver, store.names.readFrom, store.q.readFrom, [id, from, tenantId])).pipe(
+    Effect.mapError(wrap(`Reading stream "${id}" failed`)),
+    Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
+  )
+
+const readFrom = (reads: Reads, tenantId: string, id: string, from: number): Effect.Effect<Events, EventStoreError> =>
+  !reads.combining ? readAlone(reads.store, tenantId, id, from) : Effect.withFiberRuntime((fiber) => {
+    // Inside a transaction the read must use its connection (and see its writes).
+    if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") {
+      return readAlone(reads.store, tenantId, id, from)
+    }
+    if (Combiner.free(reads.combiner)) return Combiner.alone(reads.combiner, readAlone(reads.store, tenantId, id, from))
+    return Combiner.enqueue(reads.combiner, { tenantId, id, from, resume: Combiner.unqueued, gone: false, cancel: undefined })
+  })
+
+/**
+ * Reads a stream's latest snapshot among projection versions, and the events after it.
+ *
+ * @since 0.1.0
+ */
+export const loadSnapshot = (store: Store, tenantId: string, id: string, projection: string, projectionVersions: ReadonlyArray<number>) =>
+  Driver.prepared<SnapshotRow>(store.driver, store.names.snapshot, store.q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
+    Effect.map((rows): Storage.SnapshotLoad => {
+      let snapshot: Storage.StoredDocument | undefined
+      const tail: Array<Storage.StoredEvent> = []
+      for (const row of rows) {
+        if (row.snapshot) {
+          // The snapshot row carries its projection version in the seq column.
+          snapshot = { projection, projectionVersion: Number(row.seq), tenantId, id, data: row.data, streamVersion: Number(row.version) }
+        } else {
+          tail.push(toStored(id, row))
+        }
+      }
+      tail.sort((a, b) => a.version - b.version)
+      return { snapshot, tail }
+    }),
+    Effect.mapError(wrap(`Reading the snapshot of stream "${id}" failed`))
+  )
+
+/**
+ * Reads documents by reference (those with data).
+ *
+ * @since 0.1.0
+ */
+export const readDocuments = (store: Store, refs: ReadonlyArray<Storage.DocumentRef>) =>
+  refs.length === 0 ? Effect.succeed([]) : store.sql.unsafe<DocumentRow>(store.q.documents, refArrays(refs)).pipe(
+    Effect.map((rows) => rows.map(toDocument)),
+    Effect.mapError(wrap("Reading documents failed"))
+  )
