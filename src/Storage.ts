@@ -438,6 +438,11 @@ export interface ProjectionStorage {
    * gap-safe like a worker's `readAfter`; needs no leadership.
    */
   readonly readLog: (after: Checkpoint, limit: number, filter: LogFilter) => Effect.Effect<ReadonlyArray<LoggedEvent>, EventStoreError>
+  /**
+   * Whether every transaction that could write at or before `checkpoint` has
+   * ended, so that a read now sees all of the log up to it.
+   */
+  readonly settled: (checkpoint: Checkpoint) => Effect.Effect<boolean, EventStoreError>
   /** How many committed events lie after a position. */
   readonly countAfter: (after: Checkpoint) => Effect.Effect<number, EventStoreError>
   /** Ticks after commits that appended events (best effort: readers also poll). */

@@ -2,4 +2,4 @@ import { readAll } from "./readAll.js"
 import { memoryStore, pgStore } from "./support.js"
 
 readAll(memoryStore)
-// readAll(pgStore())
+readAll(pgStore())

@@ -15,7 +15,7 @@ import { Aggregate, EventStore, Session } from "effect-chronicle"
 import { Item, Order, OrderCreated, OrderReady } from "../examples/order.js"
 import { newId, type StoreUnderTest } from "./support.js"
 
-class Credited extends Schema.TaggedClass<Credited>()("LogCredited", { amount: Schema.Number }) {}
+export class Credited extends Schema.TaggedClass<Credited>()("LogCredited", { amount: Schema.Number }) {}
 class Debited extends Schema.TaggedClass<Debited>()("LogDebited", { amount: Schema.Number }) {}
 export const Ledger = Aggregate.make({
   name: "LogLedger",

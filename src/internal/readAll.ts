@@ -103,12 +103,21 @@ export const readAll = (options?: Options): Stream.Stream<LoggedEnvelope, EventS
     const log = store.storage.projections
     const read = (from: Storage.Checkpoint) => log.readLog(from, batchSize, filter)
     if (options?.live !== true) {
-      // Caught up when a batch comes back short: the head (or the gap-safe horizon) is reached.
-      return Stream.paginateChunkEffect(after, (from) =>
-        Effect.map(read(from), (batch) => [
-          Chunk.unsafeFromArray(batch.map(envelopeOf)),
-          batch.length < batchSize ? Option.none() : Option.some(batch[batch.length - 1] as Storage.Checkpoint)
-        ]))
+      // To the head as of now: what was committed (or is committing) before the call, and nothing after.
+      const target = (yield* log.head).checkpoint
+      return Stream.paginateChunkEffect({ from: after, last: false }, (page) =>
+        Effect.flatMap(read(page.from), (batch) => {
+          const chunk = Chunk.unsafeFromArray(batch.map(envelopeOf))
+          const from: Storage.Checkpoint = batch.length === 0 ? page.from : batch[batch.length - 1]
+          if (batch.length === batchSize) return Effect.succeed([chunk, Option.some({ from, last: page.last })] as const)
+          if (page.last) return Effect.succeed([chunk, Option.none()] as const)
+          // A short batch stops at the gap-safe horizon: once no transaction up to the head
+          // is still running, one more read gets the rest, and the stream ends.
+          return Effect.map(
+            Effect.flatMap(log.settled(target), (settled) => settled ? Effect.succeed(true) : Effect.as(Effect.sleep("10 millis"), false)),
+            (settled) => [chunk, Option.some({ from, last: settled })] as const
+          )
+        }))
     }
     const pollInterval = Duration.decode(options.pollInterval ?? "1 second")
     const wake = yield* Queue.sliding<void>(1)

@@ -123,6 +123,8 @@ export const make = (state: State): Storage.ProjectionStorage => {
       return last === undefined ? { checkpoint: Storage.origin, sequence: 0 } : { checkpoint: positionOf(last), sequence: last.sequence }
     }),
     readLog: (after, limit, filter) => Effect.sync(() => readLog(log, after, limit, filter)),
+    // Commits are atomic here: whatever is in the log is settled.
+    settled: () => Effect.succeed(true),
     countAfter: (after) => Effect.sync(() => state.log.length - indexAfter(log, after)),
     changes: Stream.async<void>((emit) => {
       const listener = () => void emit.single(undefined)

@@ -47,71 +47,126 @@ export const watchListeners = (sql: SqlClient.SqlClient, q: Statements): Effect.
   })
 
 const progressOf = (store: Store, ref: Storage.ProjectionRef) =>
-  store.sql.unsafe<{ tx_id: string; seq: string; processed: string }>(store.q.progress, [ref.name, ref.version]).pipe(
+  store.sql.unsafe<{ tx_id: string; seq: string; processed: string; error: string | null }>(store.q.progress, [ref.name, ref.version]).pipe(
     Effect.map((rows): Storage.Progress =>
       rows.length === 0
         ? { checkpoint: Storage.origin, processed: 0 }
-        : { checkpoint: checkpointOf(rows[0]), processed: Number(rows[0].processed) }
+        : { checkpoint: checkpointOf(rows[0]), processed: Number(rows[0].processed), error: rows[0].error ?? undefined }
     ),
     Effect.mapError(wrap(`Reading the progress of projection ${ref.name} failed`))
   )
 
-// Leadership is a session advisory lock on a reserved connection, and every
-// statement of the leader runs on that connection: if it dies, so does the
-// lock, and the leader's next statement fails instead of writing as a zombie.
+const loggedOf = (row: LoggedRow): Storage.LoggedEvent => ({
+  ...toStored(row.stream_id, row),
+  streamType: row.stream_type,
+  txId: BigInt(row.tx_id)
+})
+
+// The advisory lock keys of a projection's leadership and of a takeover waiting for it.
+const keysOf = (store: Store, ref: Storage.ProjectionRef) => ({
+  leader: [`effect-chronicle:${store.schema}`, `${ref.name}@${ref.version}`] as const,
+  takeover: [`effect-chronicle-takeover:${store.schema}`, `${ref.name}@${ref.version}`] as const
+})
+
+const deadLetterParams = (ref: Storage.ProjectionRef, letter: Storage.DeadLetter) => {
+  const e = letter.event
+  return [
+    ref.name, e.sequence, e.txId.toString(), e.streamId, e.version, e.type, e.streamType, JSON.stringify(e.data),
+    JSON.stringify(e.metadata), e.timestamp.getTime(), e.tenantId, letter.error, letter.at.getTime()
+  ]
+}
+
+// The leader's operations, all on its reserved connection: if it dies, so
+// does the lock, and the leader's next statement fails instead of writing as a zombie.
+const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.ProjectionRef): Storage.ProjectionWorker => {
+  const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+  const inTransaction = <A>(effect: Effect.Effect<A, SqlError>) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(
+        conn.executeUnprepared("BEGIN", [], undefined),
+        Effect.flatMap(Effect.exit(restore(onConn(effect))), (exit) =>
+          exit._tag === "Success"
+            ? Effect.as(conn.executeUnprepared("COMMIT", [], undefined), exit.value)
+            : Effect.zipRight(Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)), exit))
+      )
+    )
+  const { takeover } = keysOf(store, ref)
+  return {
+    readAfter: (after, limit) =>
+      onConn(store.sql.unsafe<LoggedRow>(store.q.readAfter, [after.txId.toString(), after.sequence, limit])).pipe(
+        Effect.map((rows) => rows.map(loggedOf)),
+        Effect.mapError(wrap(`Reading events for projection ${ref.name} failed`))
+      ),
+    readDocuments: (refs) => onConn(readDocuments(store, refs)),
+    progress: onConn(progressOf(store, ref)),
+    store: (writes, progress, deadLetters) =>
+      inTransaction(Effect.gen(function*() {
+        if (writes.length > 0) yield* store.sql.unsafe(store.q.upsertDocuments, writeArrays(writes))
+        for (const letter of deadLetters ?? []) yield* store.sql.unsafe(store.q.deadLetter, deadLetterParams(ref, letter))
+        yield* store.sql.unsafe(store.q.saveProgress, [
+          ref.name,
+          ref.version,
+          progress.checkpoint.txId.toString(),
+          progress.checkpoint.sequence,
+          progress.processed,
+          progress.error ?? null
+        ])
+      })).pipe(Effect.mapError(wrap(`Storing projection ${ref.name} failed`))),
+    asked: onConn(store.sql.unsafe<{ asked: boolean }>(store.q.asked, takeover)).pipe(
+      Effect.map((rows) => rows[0].asked),
+      Effect.mapError(wrap(`Reading the leadership of projection ${ref.name} failed`))
+    ),
+    reset: inTransaction(Effect.zipRight(
+      store.sql.unsafe(store.q.deleteDocuments, [ref.name, ref.version]),
+      store.sql.unsafe(store.q.deleteProgress, [ref.name, ref.version])
+    )).pipe(Effect.mapError(wrap(`Resetting projection ${ref.name} failed`)))
+  }
+}
+
+// Holds an advisory lock on `conn` once `statement` says it was had (tried every `interval`), until the scope ends.
+const hold = (
+  store: Store,
+  conn: SqlConnection.Connection,
+  statement: string,
+  params: ReadonlyArray<string>,
+  unlock: readonly [string, string],
+  interval: Duration.DurationInput
+) => {
+  const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+  return Effect.zipRight(
+    onConn(store.sql.unsafe<{ ok: boolean }>(statement, params)).pipe(
+      Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(interval) })
+    ),
+    Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, unlock))))
+  )
+}
+
+const claimFailed = (ref: Storage.ProjectionRef) => (e: unknown) =>
+  e instanceof EventStoreError ? e : wrap(`Claiming projection ${ref.name} failed`)(e as SqlError)
+
+// Leadership is a session advisory lock on a reserved connection. A claim
+// gives way while a takeover waits for it.
 const claim = (store: Store, claimInterval: Duration.DurationInput, ref: Storage.ProjectionRef) =>
   Effect.gen(function*() {
     const conn: SqlConnection.Connection = yield* store.driver.reserve
-    const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
-    const key = [`effect-chronicle:${store.schema}`, `${ref.name}@${ref.version}`]
-    const tryLock = onConn(store.sql.unsafe<{ ok: boolean }>(store.q.tryLock, key))
-    yield* tryLock.pipe(
-      Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(claimInterval) })
-    )
-    yield* Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, key))))
-    // On the leader's connection, so that a lost leadership fails the batch.
-    const inTransaction = <A>(effect: Effect.Effect<A, SqlError>) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.zipRight(
-          conn.executeUnprepared("BEGIN", [], undefined),
-          Effect.flatMap(Effect.exit(restore(onConn(effect))), (exit) =>
-            exit._tag === "Success"
-              ? Effect.as(conn.executeUnprepared("COMMIT", [], undefined), exit.value)
-              : Effect.zipRight(Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)), exit))
-        )
-      )
-    return {
-      readAfter: (after, limit) =>
-        onConn(store.sql.unsafe<LoggedRow>(store.q.readAfter, [after.txId.toString(), after.sequence, limit])).pipe(
-          Effect.map((rows) =>
-            rows.map((row): Storage.LoggedEvent => ({
-              ...toStored(row.stream_id, row),
-              streamType: row.stream_type,
-              txId: BigInt(row.tx_id)
-            }))
-          ),
-          Effect.mapError(wrap(`Reading events for projection ${ref.name} failed`))
-        ),
-      readDocuments: (refs) => onConn(readDocuments(store, refs)),
-      progress: onConn(progressOf(store, ref)),
-      store: (writes, progress) =>
-        inTransaction(Effect.gen(function*() {
-          if (writes.length > 0) yield* store.sql.unsafe(store.q.upsertDocuments, writeArrays(writes))
-          yield* store.sql.unsafe(store.q.saveProgress, [
-            ref.name,
-            ref.version,
-            progress.checkpoint.txId.toString(),
-            progress.checkpoint.sequence,
-            progress.processed
-          ])
-        })).pipe(Effect.mapError(wrap(`Storing projection ${ref.name} failed`))),
-      reset: inTransaction(Effect.zipRight(
-        store.sql.unsafe(store.q.deleteDocuments, [ref.name, ref.version]),
-        store.sql.unsafe(store.q.deleteProgress, [ref.name, ref.version])
-      )).pipe(Effect.mapError(wrap(`Resetting projection ${ref.name} failed`)))
-    } satisfies Storage.ProjectionWorker
-  }).pipe(Effect.mapError((e) => e instanceof EventStoreError ? e : wrap(`Claiming projection ${ref.name} failed`)(e)))
+    const { leader, takeover } = keysOf(store, ref)
+    yield* hold(store, conn, store.q.tryLockGivingWay, [leader[0], leader[1], takeover[0]], leader, claimInterval)
+    return workerOn(store, conn, ref)
+  }).pipe(Effect.mapError(claimFailed(ref)))
+
+// A takeover first holds the takeover lock (so claims give way and the
+// leader is asked), wakes idle leaders, then waits for the leadership itself.
+const takeOver = (store: Store, claimInterval: Duration.DurationInput, ref: Storage.ProjectionRef) =>
+  Effect.gen(function*() {
+    const conn: SqlConnection.Connection = yield* store.driver.reserve
+    const { leader, takeover } = keysOf(store, ref)
+    yield* hold(store, conn, store.q.tryLock, takeover, takeover, claimInterval)
+    yield* store.sql.unsafe(store.q.wake, [store.channel])
+    yield* hold(store, conn, store.q.tryLock, leader, leader, claimInterval)
+    return workerOn(store, conn, ref)
+  }).pipe(Effect.mapError(claimFailed(ref)))
 
 /**
  * The projection storage of a store: a daemon that does not lead a
@@ -122,7 +177,30 @@ const claim = (store: Store, claimInterval: Duration.DurationInput, ref: Storage
 export const make = (store: Store, claimInterval: Duration.DurationInput): Effect.Effect<Storage.ProjectionStorage> =>
   Effect.map(Effect.serviceOption(PgClient.PgClient), (pg): Storage.ProjectionStorage => ({
     claim: (ref) => claim(store, claimInterval, ref),
+    takeOver: (ref) => takeOver(store, claimInterval, ref),
     progress: (ref) => progressOf(store, ref),
+    readLog: (after, limit, filter) =>
+      store.sql.unsafe<LoggedRow>(store.q.readLog, [
+        after.txId.toString(),
+        after.sequence,
+        limit,
+        filter.tenantId ?? null,
+        filter.types ?? null,
+        filter.streamTypes ?? null
+      ]).pipe(
+        Effect.map((rows) => rows.map(loggedOf)),
+        Effect.mapError(wrap("Reading the log failed"))
+      ),
+    settled: (checkpoint) =>
+      store.sql.unsafe<{ settled: boolean }>(store.q.settled, [checkpoint.txId.toString()]).pipe(
+        Effect.map((rows) => rows[0].settled),
+        Effect.mapError(wrap("Reading the log's horizon failed"))
+      ),
+    deadLetters: (ref) =>
+      store.sql.unsafe<LoggedRow & { error: string; at: number }>(store.q.deadLetters, [ref.name]).pipe(
+        Effect.map((rows) => rows.map((row): Storage.DeadLetter => ({ event: loggedOf(row), error: row.error, at: new Date(row.at) }))),
+        Effect.mapError(wrap(`Reading the dead letters of ${ref.name} failed`))
+      ),
     head: store.sql.unsafe<{ tx_id: string; seq: string }>(store.q.head).pipe(
       Effect.map((rows) =>
         rows.length === 0
@@ -144,7 +222,11 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
           // Registered while listening, so that stores start notifying; the
           // registration expires by itself if this process dies.
           const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
-          yield* Effect.forkScoped(Effect.repeat(Effect.ignore(store.sql.unsafe(store.q.register, [id])), Schedule.spaced("10 seconds")))
+          const register = Effect.ignore(store.sql.unsafe(store.q.register, [id]))
+          yield* register
+          // This process's own commits notify from now on; other processes see the registration within a second.
+          store.listeners.listening = true
+          yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(Effect.sleep("10 seconds"), register), Schedule.forever))
           yield* Effect.addFinalizer(() => Effect.ignore(store.sql.unsafe(store.q.unregister, [id])))
           return client.listen(store.channel).pipe(
             Stream.as(undefined as void),

@@ -122,6 +122,32 @@ CREATE TABLE ${s}.commits (
   at    timestamptz NOT NULL DEFAULT now()
 );
 `
+  },
+  {
+    id: 6,
+    name: "subscriptions",
+    // A subscription's position is a projection_progress row of version 0;
+    // a stopped one keeps why in error. Dead letters keep the whole event, so
+    // that they outlive an archived or deleted stream.
+    sql: (s) => `
+ALTER TABLE ${s}.projection_progress ADD COLUMN error text;
+CREATE TABLE ${s}.dead_letters (
+  subscription text        NOT NULL,
+  seq          bigint      NOT NULL,
+  tx_id        xid8        NOT NULL,
+  stream_id    text        NOT NULL,
+  version      bigint      NOT NULL,
+  type         text        NOT NULL,
+  stream_type  text        NOT NULL,
+  data         jsonb       NOT NULL,
+  metadata     jsonb,
+  "timestamp"  timestamptz NOT NULL,
+  tenant_id    text        NOT NULL,
+  error        text        NOT NULL,
+  at           timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (subscription, seq)
+);
+`
   }
 ]
 

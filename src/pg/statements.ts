@@ -189,12 +189,20 @@ SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[
   lockDocuments: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
 WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
 ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
-  progress: `SELECT tx_id::text AS tx_id, seq, processed FROM ${s}.projection_progress
+  progress: `SELECT tx_id::text AS tx_id, seq, processed, error FROM ${s}.projection_progress
 WHERE projection = $1 AND projection_version = $2`,
-  saveProgress: `INSERT INTO ${s}.projection_progress AS p (projection, projection_version, tx_id, seq, processed)
-VALUES ($1, $2, $3::xid8, $4, $5)
+  saveProgress: `INSERT INTO ${s}.projection_progress AS p (projection, projection_version, tx_id, seq, processed, error)
+VALUES ($1, $2, $3::xid8, $4, $5, $6)
 ON CONFLICT (projection, projection_version) DO UPDATE
-SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq, processed = EXCLUDED.processed, updated_at = now()`,
+SET tx_id = EXCLUDED.tx_id, seq = EXCLUDED.seq, processed = EXCLUDED.processed, error = EXCLUDED.error, updated_at = now()`,
+  // A replay can dead-letter an event again: the newer error wins.
+  deadLetter: `INSERT INTO ${s}.dead_letters
+  (subscription, seq, tx_id, stream_id, version, type, stream_type, data, metadata, "timestamp", tenant_id, error, at)
+VALUES ($1, $2, $3::xid8, $4, $5, $6, $7, $8::jsonb, $9::jsonb, to_timestamp($10::float8 / 1000), $11, $12, to_timestamp($13::float8 / 1000))
+ON CONFLICT (subscription, seq) DO UPDATE SET error = EXCLUDED.error, at = EXCLUDED.at`,
+  deadLetters: `SELECT seq, stream_id, version, type, stream_type, data, ${metadataOf("metadata")} AS metadata,
+  ${millis(`"timestamp"`)} AS "timestamp", tenant_id, tx_id::text AS tx_id, error, ${millis("at")} AS at
+FROM ${s}.dead_letters WHERE subscription = $1 ORDER BY tx_id, seq`,
   deleteDocuments: `DELETE FROM ${s}.documents WHERE projection = $1 AND projection_version = $2`,
   deleteProgress: `DELETE FROM ${s}.projection_progress WHERE projection = $1 AND projection_version = $2`,
   // Gap-safe: only transactions older than every one still running, so no
@@ -207,9 +215,27 @@ FROM ${s}.events e
 WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY e.tx_id, e.seq
 LIMIT $3`,
+  // The same read for any reader, filtered; a NULL filter takes everything.
+  readLog: `SELECT e.seq, e.stream_id, e.version, e.type, e.stream_type, e.data, ${metadataOf("e.metadata")} AS metadata,
+  ${millis(`e."timestamp"`)} AS "timestamp", e.tenant_id, e.tx_id::text AS tx_id
+FROM ${s}.events e
+WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($4::text IS NULL OR e.tenant_id = $4)
+  AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+  AND ($6::text[] IS NULL OR e.stream_type = ANY($6::text[]))
+ORDER BY e.tx_id, e.seq
+LIMIT $3`,
   head: `SELECT e.tx_id::text AS tx_id, e.seq FROM ${s}.events e ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1`,
+  settled: `SELECT $1::xid8 < pg_snapshot_xmin(pg_current_snapshot()) AS settled`,
   countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
   tryLock: `SELECT pg_try_advisory_lock(hashtext($1), hashtext($2)) AS ok`,
+  // Leadership is ($1, $2); a takeover waiting for it holds ($3, $2). A claim
+  // gives way to a waiting takeover, and a leader asks whether one waits, by
+  // trying that lock shared for the length of its statement.
+  tryLockGivingWay: `SELECT CASE WHEN pg_try_advisory_xact_lock_shared(hashtext($3), hashtext($2))
+  THEN pg_try_advisory_lock(hashtext($1), hashtext($2)) ELSE false END AS ok`,
+  asked: `SELECT NOT pg_try_advisory_xact_lock_shared(hashtext($1), hashtext($2)) AS asked`,
+  wake: `SELECT pg_notify($1, 'takeover')`,
   listening: `SELECT EXISTS (SELECT 1 FROM ${s}.listeners WHERE expires_at > now()) AS listening`,
   register: `INSERT INTO ${s}.listeners (id, expires_at) VALUES ($1, now() + interval '30 seconds')
 ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
