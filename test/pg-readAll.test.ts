@@ -65,7 +65,7 @@ layer(pgStore().layer([]), { excludeTestServices: true })("readAll on PostgreSQL
             : [[late, { amount: 2 }], [late, { amount: 3 }]]
           assert.deepStrictEqual(Chunk.toArray(yield* Fiber.join(live).pipe(Effect.timeout("20 seconds"))), expected)
           const all = Chunk.toArray(yield* Fiber.join(toHead).pipe(Effect.timeout("20 seconds")))
-          assert.deepStrictEqual(all.map((e) => [e.streamId, e.data]), expected)
+          assert.deepStrictEqual(all.map((e) => [e.streamId, e.data] as const), expected)
         }),
         tenant
       )
