@@ -25,6 +25,8 @@ export * as Projection from "./Projection.js"
 export * as ProjectionDaemon from "./ProjectionDaemon.js"
 /** @since 0.1.0 */
 export * as Projections from "./Projections.js"
+/** @since 0.2.0 */
+export * as ProjectionStorage from "./ProjectionStorage.js"
 /** @since 0.1.0 */
 export * as Session from "./Session.js"
 /** @since 0.1.0 */

@@ -221,8 +221,8 @@ export const daemon = (store: StoreUnderTest) =>
 
       it.scoped("status and waitForNonStale without a daemon here, while a daemon runs elsewhere", () =>
         Effect.gen(function*() {
-          // The daemon runs, but is not a service of this program (as on another node).
-          yield* startDaemon()
+          // The daemon runs on another node (on PostgreSQL, its own store and pool), not in this program.
+          yield* Effect.provide(startDaemon(), yield* Layer.build(store.anotherNode([OrderAsync, BoardV1, BoardV2, Crashy])))
           const board = newId("board")
           yield* appendJoin(board, "p1")
           yield* ProjectionDaemon.waitForNonStale({ timeout: "20 seconds" })

@@ -475,6 +475,7 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       )
       assert.deepStrictEqual(tables.map((t) => t.table_name), [
         "commits",
+        "dead_letters",
         "documents",
         "events",
         "listeners",

@@ -89,7 +89,7 @@ const eventually = (check: () => boolean) =>
     Effect.timeout("20 seconds")
   )
 
-export const subscriptions = (store: StoreUnderTest, second: () => Layer.Layer<any, any, never>) =>
+export const subscriptions = (store: StoreUnderTest) =>
   layer(store.layer(registrations), { excludeTestServices: true })(`subscriptions: ${store.name}`, (it) => {
     it.scoped("delivers each event once, in commit order, in its tenant, typed", () =>
       Effect.gen(function*() {
@@ -230,7 +230,7 @@ export const subscriptions = (store: StoreUnderTest, second: () => Layer.Layer<a
         yield* pings(id, 1, 2)
         yield* eventually(() => seenOf("sub-recorder", id).done.length === 2)
         // The second daemon, on its own pool where the store has pools, waits as a follower.
-        const context = yield* Layer.build(second())
+        const context = yield* Layer.build(store.anotherNode(registrations))
         yield* Effect.provide(startDaemon, context)
         yield* pings(id, 3, 2)
         yield* eventually(() => seenOf("sub-recorder", id).done.length === 4)

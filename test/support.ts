@@ -37,12 +37,23 @@ export interface StoreUnderTest {
   readonly layer: (
     registrations: ReadonlyArray<Projection.Projection | Subscription.Subscription<any, never>>
   ) => Layer.Layer<any, any, never>
+  /**
+   * The same store as another node sees it: on PostgreSQL a store and a pool
+   * of its own on the same schema (needs the suite's ScratchSchema); in memory
+   * nothing more (the one store is shared).
+   */
+  readonly anotherNode: (
+    registrations: ReadonlyArray<Projection.Projection | Subscription.Subscription<any, never>>
+  ) => Layer.Layer<any, any, never>
   /** The store with a lock time-out option, no projections (for option validation). */
   readonly withLockTimeout: (lockTimeout: Duration.DurationInput) => Layer.Layer<any, any, never>
 }
 
+const sameStore = () => Layer.empty as unknown as Layer.Layer<any, any, never>
+
 export const memoryStore: StoreUnderTest = {
   name: "memory",
+  anotherNode: sameStore,
   layer: (projections) => EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer(projections))),
   withLockTimeout: (lockTimeout) => EventStoreMemory.layerWith({ lockTimeout }).pipe(Layer.provideMerge(Projections.layer([])))
 }
@@ -52,6 +63,7 @@ const variantOf = (options?: { readonly liveStateCache?: number }) =>
 
 export const memoryStoreWith = (options: { readonly liveStateCache?: number }): StoreUnderTest => ({
   name: "memory",
+  anotherNode: sameStore,
   variant: variantOf(options),
   layer: (projections) => EventStoreMemory.layerWith(options).pipe(Layer.provideMerge(Projections.layer(projections))),
   withLockTimeout: (lockTimeout) =>
@@ -60,6 +72,12 @@ export const memoryStoreWith = (options: { readonly liveStateCache?: number }): 
 
 export const pgStore = (options?: { readonly maxConnections?: number; readonly liveStateCache?: number }): StoreUnderTest => ({
   name: "postgres",
+  anotherNode: (registrations) =>
+    Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>
+      EventStorePg.layer({ schema }).pipe(
+        Layer.provideMerge(Projections.layer(registrations)),
+        Layer.provideMerge(pgClient())
+      ))) as unknown as Layer.Layer<any, any, never>,
   variant: variantOf(options),
   layer: (projections) =>
     Layer.unwrapEffect(Effect.map(ScratchSchema, (schema) =>

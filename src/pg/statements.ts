@@ -144,51 +144,8 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($18, 'append')) n WHERE $18::text IS NOT NULL AND EXISTS (SELECT FROM ev)`
 }
 
-/** @internal the SQL of a (quoted) schema, also used by the benchmark to measure its shapes. */
-export const statements = (s: string) => ({
-  // A stream's events come back as one JSON text (one array per event): node-postgres
-  // then parses one column of one row instead of seven per event, which halves
-  // the Node CPU of a read (measured: 60 against 100 us for 20 events).
-  read: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
-  AND date_trunc('milliseconds', "timestamp") <= $4`,
-  readAll: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $2 AND stream_id = $1`,
-  readFrom: `SELECT ${eventsJson} AS events
-FROM ${s}.events
-WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
-  // Read-combining: several streams, each from a version, in one statement;
-  // one row per request (by its ordinal) that found events.
-  readMany: `SELECT r.ord, ${eventsJson} AS events
-FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
-JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
-GROUP BY r.ord`,
-  commit: commitStatement(s, false),
-  // Write-combining: the same statement, each stream passing or failing on its
-  // own, behind a fence: its token ($19) is written first, and nothing else is
-  // if the token is already there (written by the look-up after a lost answer).
-  commitEach: commitStatement(s, true),
-  snapshot: `WITH d AS (
-  SELECT data, stream_version, projection_version FROM ${s}.documents
-  WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND tenant_id = $4 AND id = $1 AND data IS NOT NULL
-  ORDER BY projection_version DESC LIMIT 1
-)
-SELECT true AS snapshot, d.projection_version AS seq, d.stream_version AS version, NULL::text AS type, d.data,
-  NULL::jsonb AS metadata, NULL::float8 AS "timestamp", NULL::text AS tenant_id FROM d
-UNION ALL
-SELECT false, e.seq, e.version, e.type, e.data, ${metadataOf("e.metadata")}, ${millis(`e."timestamp"`)}, e.tenant_id FROM ${s}.events e
-WHERE e.tenant_id = $4 AND e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
-  documents: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
-WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
-  AND data IS NOT NULL`,
-  // Placeholders (data NULL) make concurrent first writers of one document queue on its row.
-  placeholders: `INSERT INTO ${s}.documents (projection, projection_version, tenant_id, id, data)
-SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
-  lockDocuments: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
-WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
-ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
+// What projection daemons and subscriptions run: progress, the log, leadership, wake-ups, documents.
+const daemonStatements = (s: string) => ({
   progress: `SELECT tx_id::text AS tx_id, seq, processed, error FROM ${s}.projection_progress
 WHERE projection = $1 AND projection_version = $2`,
   saveProgress: `INSERT INTO ${s}.projection_progress AS p (projection, projection_version, tx_id, seq, processed, error)
@@ -245,7 +202,55 @@ ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
 SELECT p, v, tn, k, x::jsonb, sv
 FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS t(p, v, tn, k, x, sv)
 ON CONFLICT (projection, projection_version, tenant_id, id) DO UPDATE
-SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`,
+SET data = EXCLUDED.data, stream_version = EXCLUDED.stream_version, updated_at = now()`
+})
+
+/** @internal the SQL of a (quoted) schema, also used by the benchmark to measure its shapes. */
+export const statements = (s: string) => ({
+  // A stream's events come back as one JSON text (one array per event): node-postgres
+  // then parses one column of one row instead of seven per event, which halves
+  // the Node CPU of a read (measured: 60 against 100 us for 20 events).
+  read: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
+  AND date_trunc('milliseconds', "timestamp") <= $4`,
+  readAll: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $2 AND stream_id = $1`,
+  readFrom: `SELECT ${eventsJson} AS events
+FROM ${s}.events
+WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
+  // Read-combining: several streams, each from a version, in one statement;
+  // one row per request (by its ordinal) that found events.
+  readMany: `SELECT r.ord, ${eventsJson} AS events
+FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
+JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
+GROUP BY r.ord`,
+  commit: commitStatement(s, false),
+  // Write-combining: the same statement, each stream passing or failing on its
+  // own, behind a fence: its token ($19) is written first, and nothing else is
+  // if the token is already there (written by the look-up after a lost answer).
+  commitEach: commitStatement(s, true),
+  snapshot: `WITH d AS (
+  SELECT data, stream_version, projection_version FROM ${s}.documents
+  WHERE projection = $2 AND projection_version = ANY($3::int4[]) AND tenant_id = $4 AND id = $1 AND data IS NOT NULL
+  ORDER BY projection_version DESC LIMIT 1
+)
+SELECT true AS snapshot, d.projection_version AS seq, d.stream_version AS version, NULL::text AS type, d.data,
+  NULL::jsonb AS metadata, NULL::float8 AS "timestamp", NULL::text AS tenant_id FROM d
+UNION ALL
+SELECT false, e.seq, e.version, e.type, e.data, ${metadataOf("e.metadata")}, ${millis(`e."timestamp"`)}, e.tenant_id FROM ${s}.events e
+WHERE e.tenant_id = $4 AND e.stream_id = $1 AND e.version > coalesce((SELECT stream_version FROM d), 0)`,
+  documents: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
+  AND data IS NOT NULL`,
+  // Placeholders (data NULL) make concurrent first writers of one document queue on its row.
+  placeholders: `INSERT INTO ${s}.documents (projection, projection_version, tenant_id, id, data)
+SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
+  lockDocuments: `SELECT projection, projection_version, tenant_id, id, data, stream_version FROM ${s}.documents
+WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
+ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
+  ...daemonStatements(s),
   versions: `SELECT id, version FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[])`,
   // After a lost answer: writing the token first means the statement never
   // committed (its fence now stops it); finding it, the events of its transaction.
