@@ -20,7 +20,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import { EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "../src/index.js"
+import { EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session, Subscription } from "../src/index.js"
 import { startEmbedded } from "../examples/postgres.js"
 import type { Contender } from "./contender.js"
 import { chronicle, Counter, Incremented } from "./contenders/chronicle.js"
@@ -177,6 +177,81 @@ const snapshotThenTail = (url: string, schema: string) => async (_c: Contender, 
   await runtime.dispose()
 }
 
+/**
+ * The consumer side, on the daemon scenario's log: readAll from the start to
+ * the head; a subscription with a no-op handler catching up; then the latency
+ * from a commit to its handle, one event at a time, woken by LISTEN/NOTIFY.
+ */
+const consumersScenario = async (url: string, schema: string, total: number) => {
+  const client = PgClient.layer({ url: Redacted.make(url), maxConnections: 10 })
+  const readRuntime = ManagedRuntime.make(EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([])), Layer.provideMerge(client)))
+  let peak = 0
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss)
+  }, 20)
+  const rssBefore = process.memoryUsage().rss
+  let t = performance.now()
+  const read = await readRuntime.runPromise(Stream.runCount(EventStore.readAll({ allTenants: true, batchSize: 1000 })))
+  const readAll = (performance.now() - t) / 1000
+  clearInterval(sampler)
+  await readRuntime.dispose()
+  let handled = 0
+  let caughtUp: (() => void) | undefined
+  const latencies: Array<number> = []
+  const committedAt = new Map<string, number>()
+  const NoOp = Subscription.make({
+    name: "bench-noop",
+    events: Incremented,
+    batchSize: 1000,
+    handle: (envelope) =>
+      Effect.sync(() => {
+        handled++
+        const at = committedAt.get(envelope.streamId)
+        if (at !== undefined) latencies.push(performance.now() - at)
+        if (handled === total) caughtUp?.()
+      })
+  })
+  const done = new Promise<void>((resolve) => {
+    caughtUp = resolve
+  })
+  // The daemon starts with the runtime: the catch-up is timed from there.
+  t = performance.now()
+  const runtime = ManagedRuntime.make(ProjectionDaemon.layer({ pollInterval: "1 second" }).pipe(
+    Layer.provideMerge(EventStorePg.layer({ schema })),
+    Layer.provideMerge(Projections.layer([NoOp])),
+    Layer.provideMerge(client)
+  ))
+  await runtime.runPromise(Effect.void)
+  await done
+  const subscription = (performance.now() - t) / 1000
+  // One event at a time, each committed once the previous one was handled (or after 200 ms).
+  const probes = smoke ? 20 : 200
+  for (let i = 0; i < probes; i++) {
+    const id = `latency-${i}`
+    const before = latencies.length
+    committedAt.set(id, performance.now())
+    await runtime.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, [new Incremented({ by: 1 })]), Session.saveChanges)))
+    const until = performance.now() + 200
+    while (latencies.length === before && performance.now() < until) await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+  await runtime.dispose()
+  const sorted = [...latencies].sort((a, b) => a - b)
+  const quantile = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN
+  const result = {
+    read,
+    readAll,
+    readAllPeak: peak,
+    rssBefore,
+    subscription,
+    latencyP50: quantile(0.5),
+    latencyP99: quantile(0.99),
+    probes,
+    delivered: latencies.length
+  }
+  console.log(`  readAll: ${(read / readAll).toFixed(0)} events/s (peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB, before ${(rssBefore / 2 ** 20).toFixed(0)} MiB); subscription catch-up: ${(total / subscription).toFixed(0)} events/s; commit to handle p50 ${result.latencyP50.toFixed(1)} ms, p99 ${result.latencyP99.toFixed(1)} ms (${latencies.length}/${probes})`)
+  return result
+}
+
 /** The daemon scenario: 100,000 events through an Async multi-stream projection, then a rebuild. */
 const daemonScenario = async (url: string) => {
   const total = smoke ? 2_000 : 100_000
@@ -217,6 +292,7 @@ const daemonScenario = async (url: string) => {
   clearInterval(sampler)
   const rebuildPeak = peak
   await daemonRuntime.dispose()
+  const consumers = await consumersScenario(url, schema, total)
   await seedRuntime.runPromise(Effect.gen(function*() {
     const sql = yield* (yield* Effect.promise(() => import("@effect/sql/SqlClient"))).SqlClient
     yield* sql.unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
@@ -225,7 +301,7 @@ const daemonScenario = async (url: string) => {
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MiB`
   const processed = rebuilt._tag === "Some" ? rebuilt.value.processed : 0
   console.log(`  catch-up: ${(total / catchUp).toFixed(0)} events/s; rebuild: ${(processed / rebuild).toFixed(0)} events/s; peak RSS ${mb(catchUpPeak)} / ${mb(rebuildPeak)} (before: ${mb(rssBefore)})`)
-  return { total, catchUp, rebuild, processed, rssBefore, catchUpPeak, rebuildPeak }
+  return { total, catchUp, rebuild, processed, rssBefore, catchUpPeak, rebuildPeak, consumers }
 }
 
 const main = async () => {
@@ -341,6 +417,8 @@ const main = async () => {
     ),
     "",
     `Daemon: ${daemon.total} events through an Async multi-stream projection: catch-up ${fmt(daemon.total / daemon.catchUp)} events/s, rebuild ${fmt(daemon.processed / daemon.rebuild)} events/s; process RSS ${fmt(daemon.rssBefore / 2 ** 20)} MiB before, peak ${fmt(daemon.catchUpPeak / 2 ** 20)} MiB while catching up and ${fmt(daemon.rebuildPeak / 2 ** 20)} MiB while rebuilding.`,
+    "",
+    `Consumers, on the same ${daemon.total} events: \`EventStore.readAll\` from the start to the head ${fmt(daemon.consumers.read / daemon.consumers.readAll)} events/s (process RSS ${fmt(daemon.consumers.rssBefore / 2 ** 20)} MiB before, peak ${fmt(daemon.consumers.readAllPeak / 2 ** 20)} MiB); a subscription with a no-op handler catching up ${fmt(daemon.total / daemon.consumers.subscription)} events/s; from a commit's acknowledgement to its \`handle\`, one event at a time (${daemon.consumers.delivered} of ${daemon.consumers.probes}), p50 ${fmt(daemon.consumers.latencyP50, 1)} ms, p99 ${fmt(daemon.consumers.latencyP99, 1)} ms.`,
     ""
   ]
   // Verdicts on the issue's targets, computed from this run's rows.
@@ -360,6 +438,9 @@ const main = async () => {
     verdict("command, 8 writers", ratioOf("command (10-event stream)", 8), 0.9),
     verdict("hot stream, exclusive vs raw FOR UPDATE", ratioOf("hot stream, exclusive", 8), 0.9),
     verdict("daemon catch-up", daemon.total / daemon.catchUp / 20_000, 1, "× 20,000 events/s"),
+    verdict("readAll catch-up (issue 11)", daemon.consumers.read / daemon.consumers.readAll / 50_000, 1, "× 50,000 events/s"),
+    verdict("subscription, no-op handler (issue 11)", daemon.total / daemon.consumers.subscription / 20_000, 1, "× 20,000 events/s"),
+    `- commit to handle, p50 (issue 11, target under 50 ms): ${fmt(daemon.consumers.latencyP50, 1)} ms: **${daemon.consumers.latencyP50 < 50 ? "met" : "missed"}**`,
     `- faster than Emmett in every scenario where both run: **${slower.length === 0 ? "met" : `missed in ${slower.map((r) => `${r.scenario} (${r.writers})`).join(", ")}`}**`,
     "- Inline/Async fetch of a 1,000-event stream reads the snapshot and no event (a handful of tail events for Async), so its cost does not grow with the stream: compare the Live row of the same scenario.",
     verdict(
