@@ -26,6 +26,21 @@ const Ping = Aggregate.make({
 })
 const PingAsync = Projection.snapshot(Ping, "Async")
 
+// An Async view that fails on every try for the streams in `jammed`: a stuck projection.
+const jammed = new Set<string>()
+const JamView = Projection.multiStream({
+  name: "SubJamView",
+  events: Pinged,
+  state: Schema.Number,
+  initial: 0,
+  key: (envelope) => envelope.streamId,
+  evolve: (n, _event, envelope) => {
+    if (jammed.has(envelope.streamId)) throw new Error(`jammed on ${envelope.streamId}`)
+    return n + 1
+  },
+  lifecycle: "Async"
+})
+
 /** What a handler saw, per stream: each start and each completed delivery, with its tenant. */
 interface Seen {
   readonly started: Array<number>
@@ -70,7 +85,7 @@ const quickRetry = Schedule.intersect(Schedule.spaced("5 millis"), Schedule.recu
 const Recorder = Subscription.make({ name: "sub-recorder", events: Pinged, handle: behave("sub-recorder"), retry: quickRetry })
 const Stopper = Subscription.make({ name: "sub-stopper", events: Pinged, handle: behave("sub-stopper"), retry: quickRetry, onFailure: "stop" })
 
-export const registrations = [PingAsync, Recorder, Stopper] as const
+export const registrations = [PingAsync, JamView, Recorder, Stopper] as const
 
 const pings = (id: string, from: number, count: number, mark = "") =>
   Session.run(Effect.zipRight(
@@ -176,6 +191,23 @@ export const subscriptions = (store: StoreUnderTest) =>
         assert.deepStrictEqual(seenOf("sub-stopper", id).done, [1, 3, 4])
         const after = (yield* ProjectionDaemon.status).find((s) => s.name === "sub-stopper")!
         assert.strictEqual(after.error, undefined)
+      }))
+
+    it.scoped("a stuck projection holds no subscription back", () =>
+      Effect.gen(function*() {
+        const daemon = yield* startDaemon
+        const id = newId("ping")
+        jammed.add(id)
+        yield* pings(id, 1, 3)
+        yield* eventually(() => seenOf("sub-recorder", id).done.length === 3)
+        // The daemon's own status knows its workers' errors.
+        const status = yield* daemon.status
+        const view = status.find((s) => s.name === "SubJamView")!
+        assert.include(view.error, "jammed")
+        assert.isAbove(view.lag, 0)
+        jammed.delete(id)
+        yield* ProjectionDaemon.waitForNonStale({ timeout: "20 seconds" })
+        assert.deepStrictEqual(yield* Session.run(Session.loadDocument(JamView, id)), Option.some(3))
       }))
 
     it.scoped("reset with no position replays from the start", () =>
