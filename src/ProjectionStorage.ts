@@ -64,6 +64,19 @@ export interface LogFilter {
 }
 
 /**
+ * A page of the log: the events that passed the filter, the position of the
+ * last event looked at (`after` itself when none), and how many were looked at
+ * (fewer than asked: the reader is at the head, or at the gap-safe horizon).
+ *
+ * @since 0.2.0
+ */
+export interface LogPage {
+  readonly events: ReadonlyArray<LoggedEvent>
+  readonly end: Checkpoint
+  readonly scanned: number
+}
+
+/**
  * One version of one projection.
  *
  * @since 0.1.0
@@ -147,10 +160,12 @@ export interface ProjectionStorage {
   /** The position of the last committed event (the origin for an empty log). */
   readonly head: Effect.Effect<{ readonly checkpoint: Checkpoint; readonly sequence: number }, EventStoreError>
   /**
-   * Up to `limit` events after `after` that pass `filter`, in commit order,
-   * gap-safe like a worker's `readAfter`; needs no leadership.
+   * The next `limit` events of the log after `after`, in commit order,
+   * gap-safe like a worker's `readAfter`, of which those that pass `filter`;
+   * needs no leadership. A page says how far it looked, so that a reader
+   * moves past the events its filter leaves out without reading them again.
    */
-  readonly readLog: (after: Checkpoint, limit: number, filter: LogFilter) => Effect.Effect<ReadonlyArray<LoggedEvent>, EventStoreError>
+  readonly readLog: (after: Checkpoint, limit: number, filter: LogFilter) => Effect.Effect<LogPage, EventStoreError>
   /**
    * Whether every transaction that could write at or before `checkpoint` has
    * ended, so that a read now sees all of the log up to it.

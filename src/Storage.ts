@@ -306,6 +306,7 @@ export type {
   DeadLetter,
   LogFilter,
   LoggedEvent,
+  LogPage,
   ProjectionRef,
   ProjectionStorage,
   ProjectionWorker,

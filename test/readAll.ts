@@ -94,6 +94,9 @@ export const readAll = (store: StoreUnderTest) =>
           assert.deepStrictEqual(types(yield* all({ streamTypes: ["Order"] })), ["OrderCreated", "OrderReady"])
           assert.deepStrictEqual(types(yield* all({ streamTypes: ["LogLedger"], types: ["LogCredited"] })), ["LogCredited"])
           assert.deepStrictEqual(yield* all({ types: [] }), [])
+          // Pages smaller than the run of events a filter leaves out still reach the events after it.
+          assert.deepStrictEqual(types(yield* all({ types: ["LogDebited"], batchSize: 1 })), ["LogDebited"])
+          assert.deepStrictEqual(types(yield* all({ streamTypes: ["LogLedger"], batchSize: 2 })), ["LogCredited", "LogDebited"])
           // A filtered read resumes from a filtered event's position.
           const [created] = yield* all({ streamTypes: ["Order"] })
           assert.deepStrictEqual(types(yield* all({ after: created.position })), ["OrderReady", "LogDebited"])

@@ -88,7 +88,8 @@ const run = (workers: Workers, projection: Projection.Projection): Effect.Effect
 
 const deliver = (workers: Workers, subscription: Subscription.Subscription<any, never>): Effect.Effect<never> => {
   const key = Subscriber.keyOf(subscription.name)
-  const lead = Subscriber.lead(workers, subscription, workers.wakeups.get(key)!)
+  // Handlers get the EventStore (they may read streams or run commands), provided once for the fiber.
+  const lead = Effect.provideService(Subscriber.lead(workers, subscription, workers.wakeups.get(key)!), EventStore, workers.store)
   return supervise(workers, key, `Subscription ${subscription.name}`, Metric.increment(Metrics.of(Metrics.failures, Subscription.refOf(subscription.name))), lead)
 }
 

@@ -106,16 +106,15 @@ export const readAll = (options?: Options): Stream.Stream<LoggedEnvelope, EventS
       // To the head as of now: what was committed (or is committing) before the call, and nothing after.
       const target = (yield* log.head).checkpoint
       return Stream.paginateChunkEffect({ from: after, last: false }, (page) =>
-        Effect.flatMap(read(page.from), (batch) => {
-          const chunk = Chunk.unsafeFromArray(batch.map(envelopeOf))
-          const from: Storage.Checkpoint = batch.length === 0 ? page.from : batch[batch.length - 1]
-          if (batch.length === batchSize) return Effect.succeed([chunk, Option.some({ from, last: page.last })] as const)
+        Effect.flatMap(read(page.from), ({ end, events, scanned }) => {
+          const chunk = Chunk.unsafeFromArray(events.map(envelopeOf))
+          if (scanned === batchSize) return Effect.succeed([chunk, Option.some({ from: end, last: page.last })] as const)
           if (page.last) return Effect.succeed([chunk, Option.none()] as const)
-          // A short batch stops at the gap-safe horizon: once no transaction up to the head
+          // A short page stops at the gap-safe horizon: once no transaction up to the head
           // is still running, one more read gets the rest, and the stream ends.
           return Effect.map(
             Effect.flatMap(log.settled(target), (settled) => settled ? Effect.succeed(true) : Effect.as(Effect.sleep("10 millis"), false)),
-            (settled) => [chunk, Option.some({ from, last: settled })] as const
+            (settled) => [chunk, Option.some({ from: end, last: settled })] as const
           )
         }))
     }
@@ -123,12 +122,15 @@ export const readAll = (options?: Options): Stream.Stream<LoggedEnvelope, EventS
     const wake = yield* Queue.sliding<void>(1)
     yield* Effect.forkScoped(Stream.runForEach(log.changes, () => Queue.offer(wake, undefined)))
     const waitForCommit = Effect.ignore(Effect.timeout(Queue.take(wake), pollInterval))
-    // Live: an empty read waits for a commit's wake-up (or the poll interval) and reads again.
-    const next = (from: Storage.Checkpoint): Effect.Effect<ReadonlyArray<Storage.LoggedEvent>, EventStoreError> =>
-      Effect.flatMap(read(from), (batch) => batch.length > 0 ? Effect.succeed(batch) : Effect.zipRight(waitForCommit, next(from)))
+    // Live: a page with no event the filter takes moves on, and at the head waits for a
+    // commit's wake-up (or the poll interval) and reads again.
+    const next = (from: Storage.Checkpoint): Effect.Effect<Storage.LogPage, EventStoreError> =>
+      Effect.flatMap(read(from), (page) =>
+        page.events.length > 0
+          ? Effect.succeed(page)
+          : page.scanned === batchSize
+          ? next(page.end)
+          : Effect.zipRight(waitForCommit, next(page.end)))
     return Stream.paginateChunkEffect(after, (from) =>
-      Effect.map(next(from), (batch) => [
-        Chunk.unsafeFromArray(batch.map(envelopeOf)),
-        Option.some(batch[batch.length - 1] as Storage.Checkpoint)
-      ]))
+      Effect.map(next(from), (page) => [Chunk.unsafeFromArray(page.events.map(envelopeOf)), Option.some(page.end)] as const))
   }))

@@ -8,16 +8,21 @@
  *
  * @internal
  */
-import * as Duration from "effect/Duration"
+import * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
-import type * as Storage from "../Storage.js"
+import type { EventStoreError } from "../Errors.js"
+import * as Storage from "../Storage.js"
 import type * as Subscription from "../Subscription.js"
 import * as Envelope from "./envelope.js"
-import { currentTenant, EventStore, type EventStoreShape } from "./store.js"
+import { currentTenant, type EventStoreShape } from "./store.js"
 
 /** @internal what a subscription's delivery needs from the daemon. */
 export interface Delivering {
@@ -45,24 +50,28 @@ const describe = (error: unknown): string => {
   }
 }
 
-/** One event to `handle`, with its retries: None when it was handled, else the last error. */
+// A defect of `handle` counts as its failure (retried, then dead-lettered); an interruption does not.
+const attempt = (handled: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
+  Effect.catchAllDefect(handled, (defect) => Effect.fail(defect))
+
+/**
+ * One event to `handle`, with its retries: None when it was handled, else the
+ * last error. It runs in the tenant and with the EventStore its fiber has.
+ */
 const deliver = (
-  delivering: Delivering,
   subscription: Subscription.Subscription<any, never>,
   event: Storage.LoggedEvent
 ): Effect.Effect<Option.Option<string>> => {
   const decoded = subscription.codec.decode(event.type, event.data)
   // A stored event its Schema rejects cannot succeed on a retry: it fails at once.
   if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
-  const handled = Effect.provideService(subscription.handle(Envelope.ofStored(event, decoded.right)), EventStore, delivering.store)
-  const once = Effect.locally(
-    Effect.catchAllDefect(handled, (defect) => Effect.fail(defect)),
-    currentTenant,
-    event.tenantId
-  )
+  const handled = subscription.handle(Envelope.ofStored(event, decoded.right))
   // The first try goes alone: only a failure pays for the schedule, which is then fed that failure.
-  return Effect.flatMap(Effect.either(once), (first) =>
-    Either.isRight(first) ? Effect.succeed(Option.none()) : retry(subscription, once, first.left))
+  return Effect.flatMap(Effect.exit(handled), (exit) => {
+    if (Exit.isSuccess(exit)) return Effect.succeed(Option.none())
+    if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause) as Effect.Effect<never>
+    return retry(subscription, attempt(handled), Cause.squash(exit.cause))
+  })
 }
 
 const retry = (
@@ -114,35 +123,54 @@ export const lead = (
     // A stop (or an interrupted handle) keeps what was handled before it.
     yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(flush, "5 seconds")))
     const filter: Storage.LogFilter = { types: subscription.types }
+    // `handle` runs in the event's tenant: set on this fiber when it changes, not around every event.
+    let tenant: string | undefined
+    const read = (after: Storage.Checkpoint) => delivering.storage.projections.readLog(after, subscription.batchSize, filter)
+    // The next batch is read while this one is handled, when more may follow.
+    let next: Fiber.Fiber<Storage.LogPage, EventStoreError> | undefined
     while (!(yield* worker.asked)) {
-      const batch = yield* delivering.storage.projections.readLog(delivered.checkpoint, subscription.batchSize, filter)
-      if (batch.length === 0) {
-        yield* idle
-        continue
+      const page = next === undefined ? yield* read(delivered.checkpoint) : yield* Fiber.join(next)
+      next = undefined
+      if (page.scanned === subscription.batchSize) next = yield* Effect.forkScoped(read(page.end))
+      const batch = page.events
+      // Only `handle` can be interrupted: once it succeeded the position moves with no
+      // interruption in between, so a stop delivers again only an event whose handling it interrupted.
+      const outcome = yield* Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          for (const event of batch) {
+            if (event.tenantId !== tenant) {
+              tenant = event.tenantId
+              yield* FiberRef.set(currentTenant, tenant)
+            }
+            const after: Storage.Progress = { checkpoint: positionOf(event), processed: delivered.processed + 1 }
+            const failed = yield* restore(deliver(subscription, event))
+            if (Option.isNone(failed)) {
+              delivered = after
+              continue
+            }
+            if (subscription.onFailure === "stop") {
+              yield* flush
+              stored = delivered = { ...delivered, error: failed.value }
+              yield* worker.store([], delivered)
+              delivering.errors.set(key, failed.value)
+              yield* Effect.logWarning(`Subscription ${subscription.name} stopped at sequence ${event.sequence}: ${failed.value}`)
+              return "stopped" as const
+            }
+            stored = delivered = after
+            yield* worker.store([], after, [{ event, error: failed.value, at: new Date() }])
+            yield* Effect.logWarning(`Subscription ${subscription.name}: sequence ${event.sequence} dead-lettered: ${failed.value}`)
+          }
+          return "delivered" as const
+        })
+      )
+      if (outcome === "stopped") {
+        if (next !== undefined) yield* Fiber.interrupt(next)
+        return yield* stopped
       }
-      for (const event of batch) {
-        const next: Storage.Progress = { checkpoint: positionOf(event), processed: delivered.processed + 1 }
-        // Once `handle` succeeded the position moves with no interruption in between: a stop
-        // delivers again only an event whose handling it interrupted.
-        const failed = yield* Effect.uninterruptibleMask((restore) =>
-          Effect.tap(restore(deliver(delivering, subscription, event)), (failed) => {
-            if (Option.isNone(failed)) delivered = next
-          })
-        )
-        if (Option.isNone(failed)) continue
-        if (subscription.onFailure === "stop") {
-          yield* flush
-          stored = delivered = { ...delivered, error: failed.value }
-          yield* worker.store([], delivered)
-          delivering.errors.set(key, failed.value)
-          yield* Effect.logWarning(`Subscription ${subscription.name} stopped at sequence ${event.sequence}: ${failed.value}`)
-          return yield* stopped
-        }
-        stored = delivered = next
-        yield* worker.store([], next, [{ event, error: failed.value, at: new Date() }])
-        yield* Effect.logWarning(`Subscription ${subscription.name}: sequence ${event.sequence} dead-lettered: ${failed.value}`)
-      }
+      // Past what the page looked at: the events this subscription does not take are not read again.
+      if (Storage.isAfter(page.end, delivered.checkpoint)) delivered = { ...delivered, checkpoint: page.end }
       yield* flush
+      if (page.scanned < subscription.batchSize) yield* idle
       delivering.errors.delete(key)
     }
   }))

@@ -99,15 +99,17 @@ const passes = (event: LoggedEvent, filter: Storage.LogFilter) =>
   (filter.types === undefined || filter.types.includes(event.type)) &&
   (filter.streamTypes === undefined || filter.streamTypes.includes(event.streamType))
 
-const readLog = (log: Log, after: Storage.Checkpoint, limit: number, filter: Storage.LogFilter) => {
+const readLog = (log: Log, after: Storage.Checkpoint, limit: number, filter: Storage.LogFilter): Storage.LogPage => {
   const out: Array<Storage.LoggedEvent> = []
   const events = log.state.log
-  for (let i = indexAfter(log, after); i < events.length && out.length < limit; i++) {
+  const from = indexAfter(log, after)
+  const to = Math.min(events.length, from + limit)
+  for (let i = from; i < to; i++) {
     const e = events[i]
     // Copies: what a reader gets is its own, as from a database.
     if (passes(e, filter)) out.push({ ...e, data: structuredClone(e.data), metadata: structuredClone(e.metadata), txId: BigInt(e.commit) })
   }
-  return out
+  return { events: out, end: to > from ? positionOf(events[to - 1]) : after, scanned: to - from }
 }
 
 /** @internal the projection storage of `state`. */

@@ -180,7 +180,7 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
     takeOver: (ref) => takeOver(store, claimInterval, ref),
     progress: (ref) => progressOf(store, ref),
     readLog: (after, limit, filter) =>
-      store.sql.unsafe<LoggedRow>(store.q.readLog, [
+      store.sql.unsafe<LoggedRow & { scanned: string | null }>(store.q.readLog, [
         after.txId.toString(),
         after.sequence,
         limit,
@@ -188,7 +188,12 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
         filter.types ?? null,
         filter.streamTypes ?? null
       ]).pipe(
-        Effect.map((rows) => rows.map(loggedOf)),
+        Effect.map((rows): Storage.LogPage => {
+          // The last row, when the page looked at any event, says where it ended and how many it looked at.
+          const last = rows[rows.length - 1]
+          if (last === undefined || last.scanned === null) return { events: [], end: after, scanned: 0 }
+          return { events: rows.slice(0, -1).map(loggedOf), end: checkpointOf(last), scanned: Number(last.scanned) }
+        }),
         Effect.mapError(wrap("Reading the log failed"))
       ),
     settled: (checkpoint) =>

@@ -172,16 +172,29 @@ FROM ${s}.events e
 WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY e.tx_id, e.seq
 LIMIT $3`,
-  // The same read for any reader, filtered; a NULL filter takes everything.
-  readLog: `SELECT e.seq, e.stream_id, e.version, e.type, e.stream_type, e.data, ${metadataOf("e.metadata")} AS metadata,
-  ${millis(`e."timestamp"`)} AS "timestamp", e.tenant_id, e.tx_id::text AS tx_id
-FROM ${s}.events e
-WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND ($4::text IS NULL OR e.tenant_id = $4)
-  AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
-  AND ($6::text[] IS NULL OR e.stream_type = ANY($6::text[]))
-ORDER BY e.tx_id, e.seq
-LIMIT $3`,
+  // Any reader's page of the log: the next $3 events (in index order, so the
+  // filter cannot turn the read into a sort of the whole log), of which those
+  // passing the filter (a NULL filter takes everything), then one row for the
+  // last event looked at and how many were.
+  readLog: `WITH scanned AS MATERIALIZED (
+  SELECT e.seq, e.stream_id, e.version, e.type, e.stream_type, e.data, e.metadata, e."timestamp", e.tenant_id, e.tx_id
+  FROM ${s}.events e
+  WHERE (e.tx_id, e.seq) > ($1::xid8, $2::bigint) AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  ORDER BY e.tx_id, e.seq
+  LIMIT $3
+)
+SELECT * FROM (
+  SELECT s.seq, s.stream_id, s.version, s.type, s.stream_type, s.data, ${metadataOf("s.metadata")} AS metadata,
+    ${millis(`s."timestamp"`)} AS "timestamp", s.tenant_id, s.tx_id::text AS tx_id, NULL::bigint AS scanned
+  FROM scanned s
+  WHERE ($4::text IS NULL OR s.tenant_id = $4)
+    AND ($5::text[] IS NULL OR s.type = ANY($5::text[]))
+    AND ($6::text[] IS NULL OR s.stream_type = ANY($6::text[]))
+  ORDER BY s.tx_id, s.seq
+) AS passed
+UNION ALL
+SELECT l.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.tx_id::text, (SELECT count(*) FROM scanned)
+FROM (SELECT seq, tx_id FROM scanned ORDER BY tx_id DESC, seq DESC LIMIT 1) AS l`,
   head: `SELECT e.tx_id::text AS tx_id, e.seq FROM ${s}.events e ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1`,
   settled: `SELECT $1::xid8 < pg_snapshot_xmin(pg_current_snapshot()) AS settled`,
   countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
