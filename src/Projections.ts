@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Aggregate from "./Aggregate.js"
 import type * as Projection from "./Projection.js"
+import { EventStore } from "./internal/store.js"
 import type * as Subscription from "./Subscription.js"
 
 /**
@@ -115,10 +116,16 @@ export const layer = <const Registrations extends ReadonlyArray<Registration>>(
 ): Layer.Layer<Projections, never, Subscription.Context<Registrations[number]>> =>
   Layer.effect(
     Projections,
-    Effect.map(Effect.context<Subscription.Context<Registrations[number]>>(), (context) =>
-      make(registrations.map((r) =>
+    Effect.map(Effect.context<Subscription.Context<Registrations[number]>>(), (captured) => {
+      // The daemon gives handlers its EventStore: one in context here (another store of the app) must not shadow it.
+      const context = Context.omit(EventStore)(captured as Context.Context<unknown>) as Context.Context<unknown>
+      return make(registrations.map((r) =>
         r._tag === "Subscription"
-          ? { ...r, handle: (envelope: any) => Effect.provide(r.handle(envelope), context) } as Subscription.Subscription<any, never>
+          ? {
+            ...r,
+            handle: (envelope: any) => Effect.provide(Effect.suspend(() => r.handle(envelope)), context)
+          } as Subscription.Subscription<any, never>
           : r
-      )))
+      ))
+    })
   )

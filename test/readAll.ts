@@ -81,6 +81,20 @@ export const readAll = (store: StoreUnderTest) =>
           assert.deepStrictEqual(summary(yield* all({ after: last })), [[id, 8, "LogCredited", { amount: 8 }]])
         })))
 
+    it.effect("ends at the head it had when called: events committed while it reads are left for the next read", () =>
+      inFreshTenant(() =>
+        Effect.gen(function*() {
+          const id = newId("a")
+          yield* credit(id, 1, 2, 3)
+          const read = yield* EventStore.readAll({ batchSize: 1 }).pipe(
+            Stream.tap((e) => credit(id, 100 + e.version)),
+            Stream.take(20),
+            Stream.runCollect
+          )
+          assert.deepStrictEqual(Chunk.toArray(read).map((e) => e.data), [{ amount: 1 }, { amount: 2 }, { amount: 3 }])
+          assert.strictEqual((yield* all()).length, 6)
+        })))
+
     it.effect("filters by event types and by stream types", () =>
       inFreshTenant(() =>
         Effect.gen(function*() {

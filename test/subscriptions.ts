@@ -12,7 +12,7 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import { Aggregate, EventStore, Projection, ProjectionDaemon, Session, Subscription } from "effect-chronicle"
+import { Aggregate, EventStore, EventStoreMemory, Projection, ProjectionDaemon, Projections, Session, Subscription } from "effect-chronicle"
 import { newId, type StoreUnderTest } from "./support.js"
 
 class Pinged extends Schema.TaggedClass<Pinged>()("SubPinged", { n: Schema.Number, mark: Schema.String }) {}
@@ -82,10 +82,21 @@ const behave = (name: string) => (envelope: { readonly streamId: string; readonl
   })
 
 const quickRetry = Schedule.intersect(Schedule.spaced("5 millis"), Schedule.recurs(3))
+// A handler that throws instead of failing ("throw"), or interrupts itself ("interrupt").
+const Unruly = Subscription.make({
+  name: "sub-unruly",
+  events: Pinged,
+  retry: quickRetry,
+  handle: (envelope) => {
+    if (envelope.data.mark === "throw") throw new Error(`thrown at ${envelope.data.n}`)
+    if (envelope.data.mark === "interrupt") return Effect.interrupt
+    return Effect.sync(() => void record("sub-unruly", envelope.streamId).done.push(envelope.data.n))
+  }
+})
 const Recorder = Subscription.make({ name: "sub-recorder", events: Pinged, handle: behave("sub-recorder"), retry: quickRetry })
 const Stopper = Subscription.make({ name: "sub-stopper", events: Pinged, handle: behave("sub-stopper"), retry: quickRetry, onFailure: "stop" })
 
-export const registrations = [PingAsync, JamView, Recorder, Stopper] as const
+export const registrations = [PingAsync, JamView, Recorder, Stopper, Unruly] as const
 
 const pings = (id: string, from: number, count: number, mark = "") =>
   Session.run(Effect.zipRight(
@@ -191,6 +202,46 @@ export const subscriptions = (store: StoreUnderTest) =>
         assert.deepStrictEqual(seenOf("sub-stopper", id).done, [1, 3, 4])
         const after = (yield* ProjectionDaemon.status).find((s) => s.name === "sub-stopper")!
         assert.strictEqual(after.error, undefined)
+      }))
+
+    it.scoped("a handler that throws, or interrupts itself, fails like one that fails: retried, then dead-lettered; later events go on", () =>
+      Effect.gen(function*() {
+        yield* startDaemon
+        const id = newId("ping")
+        yield* pings(id, 1, 1, "throw")
+        yield* pings(id, 2, 1, "interrupt")
+        yield* pings(id, 3, 1)
+        yield* eventually(() => seenOf("sub-unruly", id).done.length === 1)
+        assert.deepStrictEqual(seenOf("sub-unruly", id).done, [3])
+        const letters = (yield* Subscription.deadLetters("sub-unruly")).filter((l) => l.envelope.streamId === id)
+        assert.deepStrictEqual(letters.map((l) => l.envelope.version), [1, 2])
+        assert.include(letters[0].error, "thrown at 1")
+        const status = (yield* ProjectionDaemon.status).find((s) => s.name === "sub-unruly")!
+        assert.strictEqual(status.error, undefined)
+        // A replay dead-letters the same events again: still one dead letter per event, on both stores.
+        yield* Subscription.reset("sub-unruly")
+        yield* eventually(() => seenOf("sub-unruly", id).done.length === 2)
+        const again = (yield* Subscription.deadLetters("sub-unruly")).filter((l) => l.envelope.streamId === id)
+        assert.deepStrictEqual(again.map((l) => l.envelope.version), [1, 2])
+      }))
+
+    it.scoped("a handler gets the EventStore of the daemon that runs it, not one in context where its registry was built", () =>
+      Effect.gen(function*() {
+        const id = newId("ping")
+        const counts: Array<number> = []
+        const Reader = Subscription.make({
+          name: "sub-reader",
+          events: Pinged,
+          handle: (envelope) =>
+            Effect.map(Session.run(Session.readStream(envelope.streamId)), (events) => void counts.push(events.length))
+        })
+        // A second store, built where this suite's store is in context (its registry captures that context).
+        const other = yield* Layer.build(EventStoreMemory.layer.pipe(Layer.provideMerge(Projections.layer([Reader]))))
+        yield* Effect.provide(startDaemon, other)
+        yield* Effect.provide(pings(id, 1, 2), other)
+        yield* eventually(() => counts.length === 2)
+        // It read its own store's stream (this suite's store has no such stream).
+        assert.deepStrictEqual(counts, [2, 2])
       }))
 
     it.scoped("a stuck projection holds no subscription back", () =>

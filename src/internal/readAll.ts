@@ -107,9 +107,12 @@ export const readAll = (options?: Options): Stream.Stream<LoggedEnvelope, EventS
       const target = (yield* log.head).checkpoint
       return Stream.paginateChunkEffect({ from: after, last: false }, (page) =>
         Effect.flatMap(read(page.from), ({ end, events, scanned }) => {
-          const chunk = Chunk.unsafeFromArray(events.map(envelopeOf))
+          // Nothing committed after the call: the read ends at the head it had then.
+          const passed = !Storage.isAfter(target, end)
+          const chunk = Chunk.unsafeFromArray((passed ? events.filter((e) => !Storage.isAfter(e, target)) : events).map(envelopeOf))
+          // Once the read reached the head, every transaction up to it has ended (the head was below the horizon).
+          if (passed || (scanned < batchSize && page.last)) return Effect.succeed([chunk, Option.none()] as const)
           if (scanned === batchSize) return Effect.succeed([chunk, Option.some({ from: end, last: page.last })] as const)
-          if (page.last) return Effect.succeed([chunk, Option.none()] as const)
           // A short page stops at the gap-safe horizon: once no transaction up to the head
           // is still running, one more read gets the rest, and the stream ends.
           return Effect.map(

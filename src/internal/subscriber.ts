@@ -52,7 +52,7 @@ const describe = (error: unknown): string => {
 
 // A defect of `handle` counts as its failure (retried, then dead-lettered); an interruption does not.
 const attempt = (handled: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
-  Effect.catchAllDefect(handled, (defect) => Effect.fail(defect))
+  Effect.catchAllCause(handled, (cause) => Effect.fail(Cause.squash(cause)))
 
 /**
  * One event to `handle`, with its retries: None when it was handled, else the
@@ -65,12 +65,16 @@ const deliver = (
   const decoded = subscription.codec.decode(event.type, event.data)
   // A stored event its Schema rejects cannot succeed on a retry: it fails at once.
   if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
-  const handled = subscription.handle(Envelope.ofStored(event, decoded.right))
+  const envelope = Envelope.ofStored(event, decoded.right)
+  // Suspended: a handler that throws instead of failing fails like one that fails.
+  const handled = Effect.suspend(() => subscription.handle(envelope))
   // The first try goes alone: only a failure pays for the schedule, which is then fed that failure.
   return Effect.flatMap(Effect.exit(handled), (exit) => {
     if (Exit.isSuccess(exit)) return Effect.succeed(Option.none())
-    if (Cause.isInterruptedOnly(exit.cause)) return Effect.failCause(exit.cause) as Effect.Effect<never>
-    return retry(subscription, attempt(handled), Cause.squash(exit.cause))
+    // An interruption of this fiber (the daemon stopping) takes effect at this yield; one that
+    // came from inside the handler (it interrupted itself, or joined an interrupted fiber) does
+    // not, and counts as its failure.
+    return Effect.zipRight(Effect.yieldNow(), retry(subscription, attempt(handled), Cause.squash(exit.cause)))
   })
 }
 
@@ -106,7 +110,13 @@ export const lead = (
     const key = keyOf(subscription.name)
     const worker = yield* delivering.storage.projections.claim({ name: subscription.name, version: 0 })
     delivering.leaders.add(key)
-    yield* Effect.addFinalizer(() => Effect.sync(() => delivering.leaders.delete(key)))
+    // What this node says of the subscription holds while it leads it.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        delivering.leaders.delete(key)
+        delivering.errors.delete(key)
+      })
+    )
     const idle = Effect.ignore(Effect.timeout(Queue.take(wake), delivering.pollInterval))
     const stopped = Effect.gen(function*() {
       while (!(yield* worker.asked)) yield* idle
@@ -121,7 +131,7 @@ export const lead = (
       delivered === stored ? Effect.void : Effect.tap(worker.store([], delivered), () => void (stored = delivered))
     )
     // A stop (or an interrupted handle) keeps what was handled before it.
-    yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(flush, "5 seconds")))
+    yield* Effect.addFinalizer(() => Effect.ignore(Effect.timeout(Effect.interruptible(flush), "5 seconds")))
     const filter: Storage.LogFilter = { types: subscription.types }
     // `handle` runs in the event's tenant: set on this fiber when it changes, not around every event.
     let tenant: string | undefined

@@ -62,8 +62,10 @@ const workerOf = (log: Log, ref: Storage.ProjectionRef): Storage.ProjectionWorke
         for (const write of writes) documents.set(docKey(write), structuredClone(write))
         log.progress.set(key, next)
         if (deadLetters !== undefined && deadLetters.length > 0) {
-          const list = log.deadLetters.get(key) ?? []
+          // One per event, as PostgreSQL keys them: a replay's newer error replaces the older; in log order.
+          const list = (log.deadLetters.get(key) ?? []).filter((l) => !deadLetters.some((d) => d.event.sequence === l.event.sequence))
           list.push(...structuredClone(deadLetters))
+          list.sort((a, b) => Storage.isAfter(a.event, b.event) ? 1 : Storage.isAfter(b.event, a.event) ? -1 : 0)
           log.deadLetters.set(key, list)
         }
       }),

@@ -12,9 +12,13 @@ import type * as SqlConnection from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as RcRef from "effect/RcRef"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
@@ -124,7 +128,12 @@ const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.Pro
   }
 }
 
-// Holds an advisory lock on `conn` once `statement` says it was had (tried every `interval`), until the scope ends.
+const onConnection = (conn: SqlConnection.Connection) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
+
+// Tries `statement` (a try-lock) until it says the lock was had, every `interval`; the lock is then
+// held until the scope ends. The lock and its release are registered as one step, so that an
+// interruption cannot leave the lock on a connection that goes back to the pool.
 const hold = (
   store: Store,
   conn: SqlConnection.Connection,
@@ -132,16 +141,59 @@ const hold = (
   params: ReadonlyArray<string>,
   unlock: readonly [string, string],
   interval: Duration.DurationInput
-) => {
-  const onConn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0] as const)
-  return Effect.zipRight(
-    onConn(store.sql.unsafe<{ ok: boolean }>(statement, params)).pipe(
-      Effect.repeat({ until: (rows) => rows[0].ok, schedule: Schedule.spaced(interval) })
-    ),
-    Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, unlock))))
+): Effect.Effect<void, SqlError, Scope.Scope> => {
+  const onConn = onConnection(conn)
+  // A try-lock does not wait: it runs uninterruptibly; the waits between tries are interruptible.
+  const once: Effect.Effect<boolean, SqlError, Scope.Scope> = Effect.uninterruptible(
+    Effect.flatMap(onConn(store.sql.unsafe<{ ok: boolean }>(statement, params)), (rows) =>
+      rows[0].ok
+        ? Effect.as(Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, unlock)))), true)
+        : Effect.succeed(false))
   )
+  return Effect.asVoid(Effect.repeat(once, { until: (ok) => ok, schedule: Schedule.spaced(interval) }))
 }
+
+// A connection holding the lock that `statement` tries: reserved for each try and given back
+// when the lock is not had, so a waiting follower holds no connection of the pool.
+const reserveHolding = (
+  store: Store,
+  statement: string,
+  params: ReadonlyArray<string>,
+  unlock: readonly [string, string],
+  interval: Duration.DurationInput
+): Effect.Effect<SqlConnection.Connection, SqlError | EventStoreError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const outer = yield* Effect.scope
+    while (true) {
+      const attempt = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+      const had = yield* Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(
+          // Waiting for a pool connection can be interrupted; the try-lock, which does not wait, cannot.
+          Effect.exit(Scope.extend(
+            Effect.flatMap(restore(store.driver.reserve), (conn) =>
+              Effect.map(
+                onConnection(conn)(store.sql.unsafe<{ ok: boolean }>(statement, params)),
+                (rows) => rows[0].ok ? conn : undefined
+              )),
+            attempt
+          )),
+          (exit) => {
+            if (exit._tag === "Success" && exit.value !== undefined) {
+              const conn = exit.value
+              // Unlocked before the connection goes back (the attempt's scope closes with the outer one).
+              return Effect.as(
+                Scope.addFinalizer(attempt, Effect.ignore(onConnection(conn)(store.sql.unsafe(store.q.unlock, unlock)))),
+                conn
+              )
+            }
+            return Effect.zipRight(Scope.close(attempt, Exit.void), exit._tag === "Success" ? Effect.succeed(undefined) : exit)
+          }
+        )
+      )
+      if (had !== undefined) return had
+      yield* Effect.sleep(interval)
+    }
+  })
 
 const claimFailed = (ref: Storage.ProjectionRef) => (e: unknown) =>
   e instanceof EventStoreError ? e : wrap(`Claiming projection ${ref.name} failed`)(e as SqlError)
@@ -150,23 +202,46 @@ const claimFailed = (ref: Storage.ProjectionRef) => (e: unknown) =>
 // gives way while a takeover waits for it.
 const claim = (store: Store, claimInterval: Duration.DurationInput, ref: Storage.ProjectionRef) =>
   Effect.gen(function*() {
-    const conn: SqlConnection.Connection = yield* store.driver.reserve
     const { leader, takeover } = keysOf(store, ref)
-    yield* hold(store, conn, store.q.tryLockGivingWay, [leader[0], leader[1], takeover[0]], leader, claimInterval)
+    const conn = yield* reserveHolding(store, store.q.tryLockGivingWay, [leader[0], leader[1], takeover[0]], leader, claimInterval)
     return workerOn(store, conn, ref)
   }).pipe(Effect.mapError(claimFailed(ref)))
 
 // A takeover first holds the takeover lock (so claims give way and the
-// leader is asked), wakes idle leaders, then waits for the leadership itself.
+// leader is asked), wakes idle leaders, then waits for the leadership itself
+// on the same connection.
 const takeOver = (store: Store, claimInterval: Duration.DurationInput, ref: Storage.ProjectionRef) =>
   Effect.gen(function*() {
-    const conn: SqlConnection.Connection = yield* store.driver.reserve
     const { leader, takeover } = keysOf(store, ref)
-    yield* hold(store, conn, store.q.tryLock, takeover, takeover, claimInterval)
+    const conn = yield* reserveHolding(store, store.q.tryLock, takeover, takeover, claimInterval)
     yield* store.sql.unsafe(store.q.wake, [store.channel])
     yield* hold(store, conn, store.q.tryLock, leader, leader, claimInterval)
     return workerOn(store, conn, ref)
   }).pipe(Effect.mapError(claimFailed(ref)))
+
+// One LISTEN per store, shared by every reader of `changes` in this process (a daemon's workers, live
+// readAll streams): @effect/sql-pg runs UNLISTEN when any one listen stream ends, which would deafen
+// the others. It starts with its first reader and stops after its last; while it runs this process is
+// registered as a listener, so that commits notify.
+const sharedListen = (store: Store, client: PgClient.PgClient) =>
+  RcRef.make({
+    acquire: Effect.gen(function*() {
+      const ticks = yield* PubSub.sliding<void>(1)
+      const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
+      const register = Effect.ignore(store.sql.unsafe(store.q.register, [id]))
+      yield* register
+      // This process's own commits notify from now on; other processes see the registration within a second.
+      store.listeners.listening = true
+      yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(Effect.sleep("10 seconds"), register), Schedule.forever))
+      yield* Effect.addFinalizer(() => Effect.ignore(store.sql.unsafe(store.q.unregister, [id])))
+      yield* Effect.forkScoped(client.listen(store.channel).pipe(
+        Stream.retry(Schedule.spaced("1 second")),
+        Stream.runForEach(() => PubSub.publish(ticks, undefined)),
+        Effect.ignore
+      ))
+      return ticks
+    })
+  })
 
 /**
  * The projection storage of a store: a daemon that does not lead a
@@ -174,8 +249,9 @@ const takeOver = (store: Store, claimInterval: Duration.DurationInput, ref: Stor
  *
  * @since 0.1.0
  */
-export const make = (store: Store, claimInterval: Duration.DurationInput): Effect.Effect<Storage.ProjectionStorage> =>
-  Effect.map(Effect.serviceOption(PgClient.PgClient), (pg): Storage.ProjectionStorage => ({
+export const make = (store: Store, claimInterval: Duration.DurationInput): Effect.Effect<Storage.ProjectionStorage, never, Scope.Scope> =>
+  Effect.flatMap(Effect.serviceOption(PgClient.PgClient), (pg) =>
+    Effect.map(Effect.transposeOption(Option.map(pg, (client) => sharedListen(store, client))), (listening) => ({
     claim: (ref) => claim(store, claimInterval, ref),
     takeOver: (ref) => takeOver(store, claimInterval, ref),
     progress: (ref) => progressOf(store, ref),
@@ -220,24 +296,8 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
         Effect.mapError(wrap("Counting events failed"))
       ),
     // LISTEN when the client can (PgClient); readers poll as well, so a lost notification only delays them.
-    changes: Option.match(pg, {
+    changes: Option.match(listening, {
       onNone: () => Stream.never,
-      onSome: (client) =>
-        Stream.unwrapScoped(Effect.gen(function*() {
-          // Registered while listening, so that stores start notifying; the
-          // registration expires by itself if this process dies.
-          const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
-          const register = Effect.ignore(store.sql.unsafe(store.q.register, [id]))
-          yield* register
-          // This process's own commits notify from now on; other processes see the registration within a second.
-          store.listeners.listening = true
-          yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(Effect.sleep("10 seconds"), register), Schedule.forever))
-          yield* Effect.addFinalizer(() => Effect.ignore(store.sql.unsafe(store.q.unregister, [id])))
-          return client.listen(store.channel).pipe(
-            Stream.as(undefined as void),
-            Stream.retry(Schedule.spaced("1 second")),
-            Stream.catchAll(() => Stream.never)
-          )
-        }))
+      onSome: (ref) => Stream.unwrapScoped(Effect.map(RcRef.get(ref), (ticks) => Stream.fromPubSub(ticks)))
     })
-  }))
+  } satisfies Storage.ProjectionStorage)))

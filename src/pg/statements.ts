@@ -183,18 +183,16 @@ LIMIT $3`,
   ORDER BY e.tx_id, e.seq
   LIMIT $3
 )
-SELECT * FROM (
-  SELECT s.seq, s.stream_id, s.version, s.type, s.stream_type, s.data, ${metadataOf("s.metadata")} AS metadata,
-    ${millis(`s."timestamp"`)} AS "timestamp", s.tenant_id, s.tx_id::text AS tx_id, NULL::bigint AS scanned
-  FROM scanned s
-  WHERE ($4::text IS NULL OR s.tenant_id = $4)
-    AND ($5::text[] IS NULL OR s.type = ANY($5::text[]))
-    AND ($6::text[] IS NULL OR s.stream_type = ANY($6::text[]))
-  ORDER BY s.tx_id, s.seq
-) AS passed
+SELECT s.seq, s.stream_id, s.version, s.type, s.stream_type, s.data, ${metadataOf("s.metadata")} AS metadata,
+  ${millis(`s."timestamp"`)} AS "timestamp", s.tenant_id, s.tx_id::text AS tx_id, NULL::bigint AS scanned, s.tx_id AS tx
+FROM scanned s
+WHERE ($4::text IS NULL OR s.tenant_id = $4)
+  AND ($5::text[] IS NULL OR s.type = ANY($5::text[]))
+  AND ($6::text[] IS NULL OR s.stream_type = ANY($6::text[]))
 UNION ALL
-SELECT l.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.tx_id::text, (SELECT count(*) FROM scanned)
-FROM (SELECT seq, tx_id FROM scanned ORDER BY tx_id DESC, seq DESC LIMIT 1) AS l`,
+SELECT l.seq, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, l.tx_id::text, (SELECT count(*) FROM scanned), l.tx_id
+FROM (SELECT seq, tx_id FROM scanned ORDER BY tx_id DESC, seq DESC LIMIT 1) AS l
+ORDER BY scanned NULLS FIRST, tx, seq`,
   head: `SELECT e.tx_id::text AS tx_id, e.seq FROM ${s}.events e ORDER BY e.tx_id DESC, e.seq DESC LIMIT 1`,
   settled: `SELECT $1::xid8 < pg_snapshot_xmin(pg_current_snapshot()) AS settled`,
   countAfter: `SELECT count(*) AS n FROM ${s}.events WHERE (tx_id, seq) > ($1::xid8, $2::bigint)`,
