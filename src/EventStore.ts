@@ -15,6 +15,7 @@ import { lockTimeout } from "./internal/input.js"
 import * as StateCache from "./internal/stateCache.js"
 import * as Command from "./internal/command.js"
 import * as ReadAll from "./internal/readAll.js"
+import * as Tracing from "./internal/tracing.js"
 import * as internal from "./internal/store.js"
 import * as Projections from "./Projections.js"
 import type * as Storage from "./Storage.js"
@@ -198,3 +199,17 @@ export type ReadAllOptions = ReadAll.Options
 export const readAll: (
   options?: ReadAllOptions
 ) => Stream.Stream<LoggedEnvelope, EventStoreError | InvalidOptionError, EventStore> = ReadAll.readAll
+
+/**
+ * The store's metrics: `chronicle_events_appended` (counter, tagged by
+ * `aggregate`), `chronicle_saves` (counter, tagged by `outcome`: ok, conflict,
+ * locked, deadlock, error) and `chronicle_command_retries` (counter). They are
+ * Effect metrics: an exporter such as `@effect/opentelemetry`'s reads them.
+ *
+ * @since 0.2.0
+ */
+export const metrics = {
+  eventsAppended: Tracing.eventsAppended,
+  saves: Tracing.saves,
+  commandRetries: Tracing.commandRetries
+} as const

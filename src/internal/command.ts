@@ -10,12 +10,14 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "../Aggregate.js"
 import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "../Errors.js"
 import * as Session from "../Session.js"
 import * as SessionInternal from "./session.js"
+import * as Tracing from "./tracing.js"
 import { lockTimeout } from "./input.js"
 import * as internal from "./store.js"
 
@@ -98,11 +100,24 @@ export const writeToAggregate = <S, E, Err, R>(
       events
     }
   }))
-  if (options?.retry === undefined) return once
+  const attributes = { "chronicle.stream_id": id, "chronicle.aggregate": aggregate.name }
+  if (options?.retry === undefined) {
+    return Tracing.span(Tracing.span(once, "chronicle.command.attempt", { ...attributes, "chronicle.attempt": 1 }), "chronicle.command", attributes)
+  }
   // Only a ConcurrencyError or DeadlockError is retried: any other failure stops the schedule at once.
   const onlyConflicts = Schedule.whileInput(
     options.retry as Schedule.Schedule<unknown, unknown>,
     (error: unknown) => (error as any)?._tag === "ConcurrencyError" || (error as any)?._tag === "DeadlockError"
   )
-  return Effect.retry(once, onlyConflicts as any) as typeof once
+  // Each try is an attempt of the command, in a span of its own; tries after the first are retries.
+  const attempts = Effect.suspend(() => {
+    let attempt = 0
+    const each = Effect.suspend(() => {
+      attempt++
+      const tried = Tracing.span(once, "chronicle.command.attempt", { ...attributes, "chronicle.attempt": attempt })
+      return attempt === 1 ? tried : Effect.zipRight(Metric.increment(Tracing.commandRetries), tried)
+    })
+    return Effect.retry(each, onlyConflicts as any) as typeof once
+  })
+  return Tracing.span(attempts, "chronicle.command", attributes)
 }

@@ -16,6 +16,7 @@ import type * as Storage from "../Storage.js"
 import * as Metrics from "./daemonMetrics.js"
 import * as Envelope from "./envelope.js"
 import * as Projecting from "./projecting.js"
+import * as Tracing from "./tracing.js"
 
 /** @internal the stored identity of a projection: its name and version. */
 export const refOf = (projection: Projection.Projection): Storage.ProjectionRef => ({
@@ -141,9 +142,25 @@ export const step = (
   worker: Storage.ProjectionWorker,
   progress: Storage.Progress
 ): Effect.Effect<Option.Option<Storage.Progress>, EventStoreError> =>
+  Effect.flatMap(worker.readAfter(progress.checkpoint, batching.batchSize), (batch) =>
+    batch.length === 0
+      ? Effect.succeed(Option.none<Storage.Progress>())
+      : Tracing.span(apply(batching, projection, worker, progress, batch), "chronicle.projection.batch", {
+        "chronicle.projection": projection.name,
+        "chronicle.projection_version": projection.version,
+        "chronicle.first_sequence": batch[0].sequence,
+        "chronicle.last_sequence": batch[batch.length - 1].sequence,
+        "chronicle.events": batch.length
+      }))
+
+const apply = (
+  batching: Batching,
+  projection: Projection.Projection,
+  worker: Storage.ProjectionWorker,
+  progress: Storage.Progress,
+  batch: ReadonlyArray<Storage.LoggedEvent>
+): Effect.Effect<Option.Option<Storage.Progress>, EventStoreError> =>
   Effect.gen(function*() {
-    const batch = yield* worker.readAfter(progress.checkpoint, batching.batchSize)
-    if (batch.length === 0) return Option.none<Storage.Progress>()
     const writes = yield* applyBatch(batching.storage, worker, projection, batch)
     const last = batch[batch.length - 1]
     const next: Storage.Progress = {

@@ -7,6 +7,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import * as Aggregate from "../Aggregate.js"
 import { ConcurrencyError, DeadlockError, EventEncodeError, StreamExistsError } from "../Errors.js"
 import type { EventMetadata } from "../EventEnvelope.js"
@@ -15,6 +16,7 @@ import type { SaveError, SaveResult } from "../Session.js"
 import type * as Storage from "../Storage.js"
 import * as Envelope from "./envelope.js"
 import * as Inline from "./inline.js"
+import * as Tracing from "./tracing.js"
 import { textProblem } from "./input.js"
 import * as UnitOfWork from "./unitOfWork.js"
 
@@ -136,15 +138,20 @@ export const save = (
   const plan = Inline.plan(deps.registry, entries, batch, deps.knownAt)
   if (Either.isLeft(plan)) return Effect.fail(plan.left)
   const { computed, documents, inline } = plan.right
-  return Effect.flatMap((target ?? deps.storage).commit({ ...batch, documents, inline }), (result): Effect.Effect<SaveResult, SaveError> => {
+  const committing = Effect.flatMap((target ?? deps.storage).commit({ ...batch, documents, inline }), (result): Effect.Effect<SaveResult, SaveError> => {
     if (result._tag === "Conflicted") return Effect.fail(conflictError(saving, result.conflicts[0]))
     if (result._tag === "Deadlocked") return Effect.fail(new DeadlockError({ streamIds: result.streamIds }))
+    let counted: Effect.Effect<void> = Metric.increment(Tracing.savesWith("ok"))
     for (const committed of result.streams) {
       const entry = saving.get(committed.streamId)
       if (entry !== undefined) {
         UnitOfWork.remember(deps.uow, entry, committed, tenantId, computed.get(committed.streamId) ?? result.states?.get(committed.streamId))
+        if (committed.events.length > 0) {
+          counted = Effect.zipRight(counted, Metric.incrementBy(Tracing.appendedTo(entry.aggregate.name), committed.events.length))
+        }
       }
     }
-    return Effect.succeed(resultOf(result))
+    return Effect.as(counted, resultOf(result))
   })
+  return Effect.tapError(committing, (error) => Metric.increment(Tracing.savesWith(Tracing.outcomeOf(error))))
 }

@@ -7,6 +7,7 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Aggregate from "../Aggregate.js"
 import { ConcurrencyError, EventStoreError, InvalidExpectedVersionError, InvalidStreamIdError } from "../Errors.js"
@@ -19,6 +20,7 @@ import type * as Inline from "./inline.js"
 import { lockTimeout } from "./input.js"
 import * as Rehydrate from "./rehydrate.js"
 import * as Save from "./save.js"
+import * as Tracing from "./tracing.js"
 import { currentMetadata, currentTenant, type EventStoreShape } from "./store.js"
 import * as UnitOfWork from "./unitOfWork.js"
 
@@ -74,16 +76,22 @@ const streamFor = <S, E>(
   })
 }
 
+const fetchAttributes = (aggregate: Aggregate.Any, id: string, expected?: unknown): Tracing.Attributes =>
+  expected === undefined
+    ? { "chronicle.stream_id": id, "chronicle.aggregate": aggregate.name }
+    : { "chronicle.stream_id": id, "chronicle.aggregate": aggregate.name, "chronicle.expected_version": expected }
+const versionOf = (stream: { readonly version: number }): Tracing.Attributes => ({ "chronicle.version": stream.version })
+
 const fetchForWriting = (ctx: Context): Session.SessionShape["fetchForWriting"] => (aggregate, id, options) =>
-  Effect.withFiberRuntime((fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
+  Tracing.span(Effect.withFiberRuntime((fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return Effect.fail(invalid)
     const tenant = fiber.getFiberRef(currentTenant)
     return Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options))
-  })
+  }), "chronicle.fetchForWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
 
 const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForExclusiveWriting"] => (aggregate, id, options) =>
-  Effect.gen(function*() {
+  Tracing.span(Effect.gen(function*() {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return yield* invalid
     const timeout = options?.timeout === undefined
@@ -93,25 +101,28 @@ const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForE
     yield* Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout)
     const loaded = yield* ctx.loadLatest(aggregate, tenant, id)
     return yield* streamFor(ctx, aggregate, tenant, id, loaded, options)
-  })
+  }).pipe(
+    // A lock not had in time is a save that could not happen: counted with the saves.
+    Effect.tapError((error) => error._tag === "StreamLockedError" ? Metric.increment(Tracing.savesWith("locked")) : Effect.void)
+  ), "chronicle.fetchForExclusiveWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
 
 const aggregateStream = (ctx: Context): Session.SessionShape["aggregateStream"] => (aggregate, id, options) =>
-  Effect.zipRight(
+  Tracing.span(Effect.zipRight(
     StreamId.validate(id),
     Effect.map(
       Effect.flatMap(FiberRef.get(currentTenant), (tenant) => ctx.load(aggregate, tenant, id, { toVersion: options?.version, toTimestamp: options?.timestamp })),
       (loaded) => loaded.state
     )
-  )
+  ), "chronicle.aggregateStream", fetchAttributes(aggregate, id))
 
 const fetchLatest = (ctx: Context): Session.SessionShape["fetchLatest"] => (aggregate, id) =>
-  Effect.withFiberRuntime((fiber) => {
+  Tracing.span(Effect.withFiberRuntime((fiber) => {
     const tenant = fiber.getFiberRef(currentTenant)
     const known = UnitOfWork.knownOf(ctx.uow, aggregate, tenant, id)
     // After our own save the identity map holds the newest state we can know of.
     if (known !== undefined && known.saved) return Effect.succeed(known.state)
     return Effect.zipRight(StreamId.validate(id), Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state))
-  })
+  }), "chronicle.fetchLatest", fetchAttributes(aggregate, id))
 
 const loadDocument = (ctx: Context): Session.SessionShape["loadDocument"] => (projection, key) =>
   Effect.gen(function*() {
@@ -147,9 +158,19 @@ const isAggregate = (value: unknown): value is Aggregate.Any =>
 const readStream = (ctx: Context): Session.SessionShape["readStream"] =>
   ((first: unknown, second?: unknown, third?: Session.ReadStreamOptions) =>
     isAggregate(first)
-      ? Effect.flatMap(readRows(ctx, second as string, third), (rows) => Envelope.decodeAll(first, rows))
-      : Effect.map(readRows(ctx, first as string, second as Session.ReadStreamOptions | undefined), (rows) =>
-        rows.map((row) => Envelope.ofStored<unknown>(row, row.data)))) as Session.SessionShape["readStream"]
+      ? Tracing.span(
+        Effect.flatMap(readRows(ctx, second as string, third), (rows) => Envelope.decodeAll(first, rows)),
+        "chronicle.readStream",
+        fetchAttributes(first, second as string),
+        (events) => ({ "chronicle.events": events.length })
+      )
+      : Tracing.span(
+        Effect.map(readRows(ctx, first as string, second as Session.ReadStreamOptions | undefined), (rows) =>
+          rows.map((row) => Envelope.ofStored<unknown>(row, row.data))),
+        "chronicle.readStream",
+        { "chronicle.stream_id": first },
+        (events) => ({ "chronicle.events": events.length })
+      )) as Session.SessionShape["readStream"]
 
 const startStream = (ctx: Context): Session.SessionShape["startStream"] => (aggregate, id, events) =>
   Effect.flatMap(
@@ -190,7 +211,11 @@ const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.Sa
         })
       )
       : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId)
-    return ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive))
+    const ended = ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive))
+    return Tracing.span(ended, "chronicle.saveChanges", { "chronicle.streams": saving.size }, (result) => ({
+      "chronicle.events": result.streams.reduce((n, s) => n + s.sequences.length, 0),
+      "chronicle.stream_id": result.streams.map((s) => s.streamId).join(",")
+    }))
   })
 
 // The identity map of each live session, for the command workflow's result;

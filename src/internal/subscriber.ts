@@ -22,6 +22,7 @@ import type { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
 import type * as Subscription from "../Subscription.js"
 import * as Envelope from "./envelope.js"
+import * as Tracing from "./tracing.js"
 import { currentTenant, type EventStoreShape } from "./store.js"
 
 /** @internal what a subscription's delivery needs from the daemon. */
@@ -67,7 +68,12 @@ const deliver = (
   if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
   const envelope = Envelope.ofStored(event, decoded.right)
   // Suspended: a handler that throws instead of failing fails like one that fails.
-  const handled = Effect.suspend(() => subscription.handle(envelope))
+  const handled = Tracing.span(Effect.suspend(() => subscription.handle(envelope)), "chronicle.subscription.handle", {
+    "chronicle.subscription": subscription.name,
+    "chronicle.stream_id": event.streamId,
+    "chronicle.version": event.version,
+    "chronicle.sequence": event.sequence
+  })
   // The first try goes alone: only a failure pays for the schedule, which is then fed that failure.
   return Effect.flatMap(Effect.exit(handled), (exit) => {
     if (Exit.isSuccess(exit)) return Effect.succeed(Option.none())

@@ -1,0 +1,5 @@
+import { memoryStore, pgStore } from "./support.js"
+import { tracing } from "./tracing.js"
+
+tracing(memoryStore)
+tracing(pgStore())
