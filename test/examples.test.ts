@@ -21,6 +21,7 @@ import {
 import { program } from "../examples/order-fulfilment.js"
 import * as notifications from "../examples/order-notifications.js"
 import * as projectionsExample from "../examples/projections.js"
+import * as tracingExample from "../examples/tracing.js"
 import {
   ChartingStarted,
   completeCharting,
@@ -82,6 +83,27 @@ for (const store of [memoryStore, pgStore()]) {
   })
 
   layer(store.layer([]), { excludeTestServices: true })(`examples on ${store.name}`, (it) => {
+    it.effect("tracing: one command's span tree, exported through OpenTelemetry, holds two attempts, the first failed", () =>
+      Effect.gen(function*() {
+        const { lines: all } = yield* tracingExample.program
+        // The store's own spans (on PostgreSQL, @effect/sql's statement spans where it runs them) sit beside these.
+        const lines = all.filter((l) => l.trim().startsWith("chronicle."))
+        const names = lines.map((l) => l.trim().split(" ")[0])
+        assert.deepStrictEqual(names, [
+          "chronicle.command",
+          "chronicle.command.attempt",
+          "chronicle.fetchForWriting",
+          "chronicle.saveChanges",
+          "chronicle.saveChanges",
+          "chronicle.command.attempt",
+          "chronicle.fetchForWriting",
+          "chronicle.saveChanges"
+        ])
+        assert.match(lines[1], /^ {2}chronicle\.command\.attempt .*attempt=1.* FAILED ConcurrencyError$/)
+        assert.match(lines[5], /^ {2}chronicle\.command\.attempt .*attempt=2\)$/)
+        assert.match(lines[6], /^ {4}chronicle\.fetchForWriting .*version=2/)
+      }))
+
     it.effect("order-fulfilment tells its whole story", () =>
       Effect.gen(function*() {
         const result = yield* program
