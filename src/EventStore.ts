@@ -203,13 +203,20 @@ export const readAll: (
 /**
  * The store's metrics: `chronicle_events_appended` (counter, tagged by
  * `aggregate`), `chronicle_saves` (counter, tagged by `outcome`: ok, conflict,
- * locked, deadlock, error) and `chronicle_command_retries` (counter). They are
- * Effect metrics: an exporter such as `@effect/opentelemetry`'s reads them.
+ * locked, deadlock, error), `chronicle_command_retries` (counter), and the
+ * histograms `chronicle_save_duration` and `chronicle_fetch_duration` (in
+ * milliseconds, tagged by `aggregate` and `outcome`; fetches are
+ * fetchForWriting, fetchForExclusiveWriting and fetchLatest; a lock
+ * time-out is a fetch with outcome `locked`, and is counted in
+ * `chronicle_saves` as `locked`). They are Effect
+ * metrics: an exporter such as `@effect/opentelemetry`'s reads them.
  *
  * @since 0.2.0
  */
 export const metrics = {
   eventsAppended: Tracing.eventsAppended,
   saves: Tracing.saves,
-  commandRetries: Tracing.commandRetries
+  commandRetries: Tracing.commandRetries,
+  saveDuration: Tracing.saveDuration,
+  fetchDuration: Tracing.fetchDuration
 } as const

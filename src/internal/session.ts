@@ -87,11 +87,15 @@ const fetchForWriting = (ctx: Context): Session.SessionShape["fetchForWriting"] 
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return Effect.fail(invalid)
     const tenant = fiber.getFiberRef(currentTenant)
-    return Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options))
+    return Tracing.timed(
+      Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options)),
+      "fetch",
+      aggregate.name
+    )
   }), "chronicle.fetchForWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
 
 const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForExclusiveWriting"] => (aggregate, id, options) =>
-  Tracing.span(Effect.gen(function*() {
+  Tracing.span(Tracing.timed(Effect.gen(function*() {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return yield* invalid
     const timeout = options?.timeout === undefined
@@ -101,7 +105,7 @@ const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForE
     yield* Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout)
     const loaded = yield* ctx.loadLatest(aggregate, tenant, id)
     return yield* streamFor(ctx, aggregate, tenant, id, loaded, options)
-  }).pipe(
+  }), "fetch", aggregate.name).pipe(
     // A lock not had in time is a save that could not happen: counted with the saves.
     Effect.tapError((error) => error._tag === "StreamLockedError" ? Metric.increment(Tracing.savesWith("locked")) : Effect.void)
   ), "chronicle.fetchForExclusiveWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
@@ -120,8 +124,11 @@ const fetchLatest = (ctx: Context): Session.SessionShape["fetchLatest"] => (aggr
     const tenant = fiber.getFiberRef(currentTenant)
     const known = UnitOfWork.knownOf(ctx.uow, aggregate, tenant, id)
     // After our own save the identity map holds the newest state we can know of.
-    if (known !== undefined && known.saved) return Effect.succeed(known.state)
-    return Effect.zipRight(StreamId.validate(id), Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state))
+    if (known !== undefined && known.saved) return Tracing.timed(Effect.succeed(known.state), "fetch", aggregate.name)
+    return Effect.zipRight(
+      StreamId.validate(id),
+      Tracing.timed(Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state), "fetch", aggregate.name)
+    )
   }), "chronicle.fetchLatest", fetchAttributes(aggregate, id))
 
 const loadDocument = (ctx: Context): Session.SessionShape["loadDocument"] => (projection, key) =>
@@ -194,6 +201,13 @@ const append = (ctx: Context): Session.SessionShape["append"] => (aggregate, id,
     return Effect.void
   })
 
+// The tag of a save's duration: its streams' aggregates.
+const aggregatesOf = (saving: ReadonlyMap<string, UnitOfWork.Pending>): string => {
+  if (saving.size === 0) return "*none*"
+  if (saving.size === 1) return saving.values().next().value!.aggregate.name
+  return Array.from(new Set(Array.from(saving.values(), (entry) => entry.aggregate.name))).sort().join(",")
+}
+
 // A save ends the unit of work, whatever its outcome: pending appends are
 // dropped (a retry fetches again), and the transaction of an exclusive fetch
 // ends, giving back its locks and its connection.
@@ -211,7 +225,11 @@ const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.Sa
         })
       )
       : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId)
-    const ended = ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive))
+    const ended = Tracing.timed(
+      ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive)),
+      "save",
+      aggregatesOf(saving)
+    )
     return Tracing.span(ended, "chronicle.saveChanges", { "chronicle.streams": saving.size }, (result) => ({
       "chronicle.events": result.streams.reduce((n, s) => n + s.sequences.length, 0),
       "chronicle.stream_id": result.streams.map((s) => s.streamId).join(",")

@@ -70,6 +70,8 @@ const deliver = (
   // Suspended: a handler that throws instead of failing fails like one that fails.
   const handled = Tracing.span(Effect.suspend(() => subscription.handle(envelope)), "chronicle.subscription.handle", {
     "chronicle.subscription": subscription.name,
+    "chronicle.projection": subscription.name,
+    "chronicle.events": 1,
     "chronicle.stream_id": event.streamId,
     "chronicle.version": event.version,
     "chronicle.sequence": event.sequence

@@ -5,19 +5,29 @@
  *
  * @internal
  */
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import type * as MetricKeyType from "effect/MetricKeyType"
+import type * as MetricState from "effect/MetricState"
+import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import { currentTenant } from "./store.js"
 
 // The tracer of a program that installed none.
 const defaultTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
 
+/** @internal whether `tracer` records spans (it is not Effect's default one, whose spans go nowhere). */
+export const records = (tracer: Tracer.Tracer): boolean => tracer !== defaultTracer
+
 /** @internal the attributes of an operation's span. */
 export type Attributes = Record<string, unknown>
 
-const tagOf = (error: unknown): string | undefined =>
+/** @internal the tag of an error, when it has one. */
+export const tagOf = (error: unknown): string | undefined =>
   error !== null && typeof error === "object" && typeof (error as { _tag?: unknown })._tag === "string"
     ? (error as { _tag: string })._tag
     : undefined
@@ -94,3 +104,51 @@ export const appendedTo = (aggregate: string): Metric.Metric.Counter<number> => 
   if (metric === undefined) byAggregate.set(aggregate, metric = Metric.tagged(eventsAppended, "aggregate", aggregate))
   return metric
 }
+
+// Milliseconds, from a quarter of a millisecond (a cached fetch) to about a
+// minute (a lock waited for): doubling buckets, so a dashboard's quantiles stay within a factor of two.
+const millis = MetricBoundaries.exponential({ start: 0.25, factor: 2, count: 18 })
+
+/** @internal how long saves took, in milliseconds, tagged by aggregate and outcome. */
+export const saveDuration = Metric.histogram("chronicle_save_duration", millis, "Duration of saves, in milliseconds")
+
+/** @internal how long fetches took, in milliseconds, tagged by aggregate and outcome. */
+export const fetchDuration = Metric.histogram(
+  "chronicle_fetch_duration",
+  millis,
+  "Duration of fetches (fetchForWriting, fetchForExclusiveWriting, fetchLatest), in milliseconds"
+)
+
+type Histogram = Metric.Metric<MetricKeyType.MetricKeyType.Histogram, number, MetricState.MetricState.Histogram>
+
+const durations = new Map<string, Histogram>()
+const durationOf = (base: Histogram, key: string, aggregate: string, outcome: string): Histogram => {
+  const name = `${key}\u0000${aggregate}\u0000${outcome}`
+  let metric = durations.get(name)
+  if (metric === undefined) {
+    durations.set(name, metric = base.pipe(Metric.tagged("aggregate", aggregate), Metric.tagged("outcome", outcome)))
+  }
+  return metric
+}
+
+/**
+ * @internal records how long `self` took in `histogram` ("save" or "fetch"),
+ * tagged by `aggregate` and its outcome (ok, or its error's `outcomeOf`, a
+ * defect being an error); an interrupted operation has no outcome and is not recorded.
+ */
+export const timed = <A, E, R>(self: Effect.Effect<A, E, R>, histogram: "save" | "fetch", aggregate: string): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const start = performance.now()
+    return Effect.onExit(self, (exit) => {
+      let outcome: string
+      if (Exit.isSuccess(exit)) outcome = "ok"
+      else {
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure)) outcome = outcomeOf(failure.value)
+        else if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
+        else outcome = "error"
+      }
+      const base = histogram === "save" ? saveDuration : fetchDuration
+      return Metric.update(durationOf(base, histogram, aggregate, outcome), performance.now() - start)
+    })
+  })

@@ -14,6 +14,10 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Context from "effect/Context"
+import * as Tracer from "effect/Tracer"
+import * as Tracing from "../internal/tracing.js"
+import { currentStatementObserver } from "./driver.js"
 
 /**
  * A request waiting to be sent; policies extend it with what they send.
@@ -27,6 +31,18 @@ export interface Waiter<A, E> {
   gone: boolean
   /** Cancels the statement it was taken into, where that statement is its own. */
   cancel: (() => void) | undefined
+  /** The tracer and span it waits in, when a tracer is installed. */
+  trace?: Trace | undefined
+}
+
+/**
+ * Where a waiter's request was made, for the spans of the statement that serves it.
+ *
+ * @since 0.2.0
+ */
+export interface Trace {
+  readonly tracer: Tracer.Tracer
+  readonly span: Tracer.AnySpan | undefined
 }
 
 /**
@@ -141,6 +157,13 @@ export const alone = <A, E, W extends Waiter<A, E>, X, Y, R>(combiner: Combiner<
  * @since 0.1.0
  */
 export const enqueue = <A, E, W extends Waiter<A, E>>(combiner: Combiner<A, E, W>, waiter: W) =>
+  Effect.withFiberRuntime<A, E>((fiber) => {
+    const tracer = fiber.currentTracer
+    if (Tracing.records(tracer)) waiter.trace = { tracer, span: fiber.currentSpan }
+    return queued(combiner, waiter)
+  })
+
+const queued = <A, E, W extends Waiter<A, E>>(combiner: Combiner<A, E, W>, waiter: W) =>
   Effect.async<A, E>((resume) => {
     waiter.resume = resume
     combiner.queue.push(waiter)
@@ -152,3 +175,41 @@ export const enqueue = <A, E, W extends Waiter<A, E>>(combiner: Combiner<A, E, W
       else waiter.cancel?.()
     })
   })
+
+/**
+ * The statement that serves `taken`, traced as its waiters were: with one
+ * waiter, in that waiter's span; shared by several, in a trace of its own
+ * (it is no one waiter's child), each statement span it opens marked with how
+ * many it serves and linked to each waiter's span, and each waiter's span
+ * marked combined and linked to the statement's.
+ *
+ * @since 0.2.0
+ */
+export const traced = <A, E, R>(taken: ReadonlyArray<{ readonly trace?: Trace | undefined }>, statement: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  let trace: Trace | undefined
+  for (const waiter of taken) if ((trace = waiter.trace) !== undefined) break
+  if (trace === undefined) return statement
+  if (taken.length === 1) {
+    return Effect.withTracer(trace.span === undefined ? statement : Effect.withParentSpan(statement, trace.span), trace.tracer)
+  }
+  const waiting: Array<Tracer.AnySpan> = []
+  for (const waiter of taken) if (waiter.trace?.span !== undefined) waiting.push(waiter.trace.span)
+  const observe = (span: Tracer.Span) => {
+    span.attribute("chronicle.combined", taken.length)
+    span.addLinks(waiting.map((waiter) => ({ _tag: "SpanLink" as const, span: waiter, attributes: { "chronicle.link": "waiter" } })))
+    for (const waiter of waiting) {
+      if (waiter._tag !== "Span") continue
+      waiter.attribute("chronicle.combined", true)
+      waiter.attribute("chronicle.combined_with", taken.length)
+      waiter.addLinks([{ _tag: "SpanLink", span, attributes: { "chronicle.link": "combined statement" } }])
+    }
+  }
+  return Effect.withTracer(
+    Effect.locally(
+      Effect.mapInputContext(statement, (ctx: Context.Context<R>) => Context.omit(Tracer.ParentSpan)(ctx) as Context.Context<R>),
+      currentStatementObserver,
+      observe
+    ),
+    trace.tracer
+  )
+}

@@ -49,19 +49,19 @@ const transactional = <A>(
         : ["SAVEPOINT chronicle_save", "RELEASE SAVEPOINT chronicle_save", "ROLLBACK TO SAVEPOINT chronicle_save"]
       return Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
-          restore(conn.executeUnprepared(begin, [], undefined)),
+          restore(Driver.unprepared(store.driver, conn, begin)),
           Effect.exit(restore(Effect.provideService(body, SqlClient.TransactionConnection, [conn, depth] as const)))
         ).pipe(Effect.flatMap((exit) =>
           exit._tag === "Success"
             ? Effect.as(
-              conn.executeUnprepared(commit, [], undefined).pipe(Effect.mapError((e) =>
+              Driver.unprepared(store.driver, conn, commit).pipe(Effect.mapError((e) =>
                 connectionLost(e)
                   ? new EventStoreError({ message: "The connection was lost while committing: the outcome of this save is unknown", cause: e })
                   : e
               )),
               exit.value
             )
-            : Effect.zipRight(Effect.ignore(conn.executeUnprepared(rollback, [], undefined)), exit)
+            : Effect.zipRight(Effect.ignore(Driver.unprepared(store.driver, conn, rollback)), exit)
         ))
       )
     }

@@ -23,11 +23,14 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
+import * as Tracing from "../internal/tracing.js"
 import { outcomeUnknown } from "./failures.js"
 
 /**
@@ -101,6 +104,8 @@ export interface Driver {
   readonly unsent: WeakSet<SqlError>
   /** A connection for the scope, as `reserveOf` tells. */
   readonly reserve: Effect.Effect<SqlConnection.Connection, EventStoreError, Scope.Scope>
+  /** What the client's own statement spans carry (`db.system.name`, `db.namespace`, the server). */
+  readonly spanAttributes: Readonly<Record<string, unknown>>
 }
 
 /**
@@ -121,9 +126,76 @@ export const make = (sql: SqlClient.SqlClient, reads: ReadonlyArray<string>): Ef
       reads: new Set(reads),
       ...clients,
       unsent: new WeakSet<SqlError>(),
-      reserve: reserveOf(sql, runtime, clients)
+      reserve: reserveOf(sql, runtime, clients),
+      spanAttributes: spanAttributesOf(sql)
     }
   })
+
+// The attributes @effect/sql puts on its statement spans, from a statement
+// of the client (another driver's may carry none: then ours name PostgreSQL).
+const spanAttributesOf = (sql: SqlClient.SqlClient): Record<string, unknown> => {
+  const given = (sql.unsafe("SELECT 1") as unknown as { readonly spanAttributes?: unknown }).spanAttributes
+  const attributes: Record<string, unknown> = Array.isArray(given)
+    ? Object.fromEntries(given.filter((entry): entry is [string, unknown] => Array.isArray(entry) && typeof entry[0] === "string"))
+    : {}
+  attributes["db.system.name"] = "postgresql"
+  return attributes
+}
+
+/**
+ * Told each statement span opened in its scope: a combined statement's
+ * sender links its waiters' spans to the statement's.
+ *
+ * @since 0.2.0
+ */
+export const currentStatementObserver = FiberRef.unsafeMake<((span: Tracer.Span) => void) | undefined>(undefined)
+
+// A prepared statement's name without its schema's prefix: what it does.
+const statementOf = (name: string) => name.replace(/^ec_[0-9a-z]+_/, "")
+
+/**
+ * Runs a statement in a span of its own when a tracer is installed (the
+ * statements of the fast path bypass @effect/sql, whose spans they would have
+ * had): `sql.execute`, as @effect/sql names its own, with its attributes, the
+ * statement's name and text, and no parameter value.
+ *
+ * @since 0.2.0
+ */
+export const statementSpan = <A, E, R>(driver: Driver, statement: string, text: string, self: Effect.Effect<A, E, R>) =>
+  Effect.tracerWith((tracer) =>
+    !Tracing.records(tracer) ? self : Effect.useSpan("sql.execute", {
+      kind: "client",
+      captureStackTrace: false,
+      attributes: {
+        ...driver.spanAttributes,
+        "db.operation.name": statement,
+        "db.query.summary": statement,
+        "chronicle.statement": statement,
+        "db.query.text": text
+      }
+    }, (span) =>
+      Effect.flatMap(FiberRef.get(currentStatementObserver), (observer) => {
+        observer?.(span)
+        return Effect.tapError(self, (error) =>
+          Effect.sync(() => {
+            const code = ((error as { cause?: { code?: unknown } } | null)?.cause)?.code
+            if (typeof code === "string") span.attribute("db.response.status_code", code)
+            span.attribute("error.type", Tracing.tagOf(error) ?? "Error")
+          }))
+      }))
+  )
+
+/**
+ * Runs a statement without parameters on `conn` (BEGIN, COMMIT, a savepoint)
+ * in a statement span named as the text says (`begin`, `release_savepoint`).
+ *
+ * @since 0.2.0
+ */
+export const unprepared = (driver: Driver, conn: SqlConnection.Connection, text: string) =>
+  statementSpan(driver, commandOf(text), text, conn.executeUnprepared(text, [], undefined))
+
+// "RELEASE SAVEPOINT chronicle_save" is a release_savepoint.
+const commandOf = (text: string) => text.replace(/\s+chronicle_\w+/g, "").trim().toLowerCase().replace(/\s+/g, "_")
 
 // The hot statements go out as named prepared statements on the
 // connection's node-postgres client: parsed and planned once per
@@ -297,6 +369,9 @@ const onPool = <A>(driver: Driver, conn: SqlConnection.Connection, name: string,
  * @since 0.1.0
  */
 export const prepared = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
+  statementSpan(driver, statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
+
+const preparedUntraced = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
   Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
     const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
     if (Option.isSome(tx)) {

@@ -89,7 +89,10 @@ export const make = (store: Store, combining: boolean): Reads => {
       const { names, q } = store
       // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
       Runtime.runCallback(store.driver.runtime)(
-        Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readMany, q.readMany, [ids, froms, tenants]),
+        Combiner.traced(
+          taken,
+          Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readMany, q.readMany, [ids, froms, tenants])
+        ),
         {
           onExit: (exit) => {
             landed()

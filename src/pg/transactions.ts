@@ -63,16 +63,16 @@ export const begin = (store: Store, reads: Reads.Reads): Effect.Effect<Storage.T
     tx.ensureOpen = Effect.suspend(() => {
       if (tx.open) return Effect.void
       tx.open = true
-      return conn.executeUnprepared(statements.begin, [], undefined)
+      return Driver.unprepared(store.driver, conn, statements.begin)
     }).pipe(Effect.mapError(failedWith("Opening a transaction failed")))
     // A transaction of our own begins with its first lock, in the same round
     // trip as setting the lock time-out; a savepoint in a caller's begins now.
     if (Option.isSome(outer)) {
       tx.open = true
-      yield* conn.executeUnprepared(statements.begin, [], undefined)
+      yield* Driver.unprepared(store.driver, conn, statements.begin)
     }
     yield* Effect.addFinalizer(() =>
-      tx.open ? Effect.ignore(conn.executeUnprepared(statements.rollback, [], undefined)) : Effect.void
+      tx.open ? Effect.ignore(Driver.unprepared(store.driver, conn, statements.rollback)) : Effect.void
     )
     return {
       readStream: (tenantId, id, options) => inTx(tx, Reads.readStream(reads, tenantId, id, options)),
@@ -97,7 +97,8 @@ const notHad = (e: SqlError | EventStoreError): Storage.LockOutcome | undefined 
 const timeoutOf = (timeout: Duration.Duration) => `${Math.max(1, Math.round(Duration.toMillis(timeout)))}ms`
 const setTimeout = (timeout: Duration.Duration) =>
   `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`
-const exec = (tx: Tx, text: string) => Driver.unpreparedResults<{ previous: string }>(tx.conn, text)
+const exec = (tx: Tx, statement: string, text: string) =>
+  Driver.statementSpan(tx.store.driver, statement, text, Driver.unpreparedResults<{ previous: string }>(tx.conn, text))
 
 // Locks, then undoes what a lock not had left (with `undo`), or fails.
 const tryLock = (
@@ -125,10 +126,10 @@ const tryLock = (
 const firstLock = (tx: Tx, id: string, type: string, tenant: string, timeout: Duration.Duration) =>
   Effect.suspend(() => {
     tx.open = true
-    return Effect.flatMap(exec(tx, `BEGIN; ${setTimeout(timeout)}`), (results) =>
+    return Effect.flatMap(exec(tx, "begin_lock_timeout", `BEGIN; ${setTimeout(timeout)}`), (results) =>
       tryLock(tx, id, type, tenant, results[1][0].previous, Effect.void, Effect.suspend(() => {
         tx.open = false
-        return exec(tx, tx.statements.rollback)
+        return exec(tx, "rollback", tx.statements.rollback)
       })))
   })
 
@@ -137,15 +138,15 @@ const firstLock = (tx: Tx, id: string, type: string, tenant: string, timeout: Du
 const laterLock = (tx: Tx, id: string, type: string, tenant: string, timeout: Duration.Duration) =>
   Effect.zipRight(
     tx.ensureOpen,
-    Effect.flatMap(exec(tx, `SAVEPOINT chronicle_lock; ${setTimeout(timeout)}`), (results) =>
+    Effect.flatMap(exec(tx, "savepoint_lock_timeout", `SAVEPOINT chronicle_lock; ${setTimeout(timeout)}`), (results) =>
       tryLock(
         tx,
         id,
         type,
         tenant,
         results[1][0].previous,
-        exec(tx, "RELEASE SAVEPOINT chronicle_lock"),
-        exec(tx, "ROLLBACK TO SAVEPOINT chronicle_lock")
+        exec(tx, "release_savepoint", "RELEASE SAVEPOINT chronicle_lock"),
+        exec(tx, "rollback_to_savepoint", "ROLLBACK TO SAVEPOINT chronicle_lock")
       ))
   )
 
@@ -163,7 +164,7 @@ const commit = (tx: Tx, batch: Storage.CommitBatch) =>
     tx.open = false
     const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
     if (wasOpen) {
-      yield* tx.conn.executeUnprepared(ok ? tx.statements.commit : tx.statements.rollback, [], undefined).pipe(
+      yield* Driver.unprepared(tx.store.driver, tx.conn, ok ? tx.statements.commit : tx.statements.rollback).pipe(
         // A COMMIT of our own sent and never answered may have committed.
         Effect.tapError((e) =>
           Effect.sync(() => {

@@ -93,7 +93,7 @@ const send = (store: Store, pruned: { at: number }, taken: Array<SaveWaiter>, la
   const runtime = store.driver.runtime
   if (taken.length === 1) {
     const waiter = taken[0]
-    waiter.cancel = Runtime.runCallback(runtime)(commitDirect(store, waiter.batch), {
+    waiter.cancel = Runtime.runCallback(runtime)(Combiner.traced(taken, commitDirect(store, waiter.batch)), {
       onExit: (exit) => {
         landed()
         waiter.resume(exit)
@@ -105,7 +105,7 @@ const send = (store: Store, pruned: { at: number }, taken: Array<SaveWaiter>, la
   // interrupted: the others' outcome must stay known.
   prune(store, pruned)
   const combined: Storage.CommitBatch = { tenantId: taken[0].batch.tenantId, streams: taken.map((w) => w.batch.streams[0]) }
-  Runtime.runCallback(runtime)(runCombined(store, combined, crypto.randomUUID()), {
+  Runtime.runCallback(runtime)(Combiner.traced(taken, runCombined(store, combined, crypto.randomUUID())), {
     onExit: (exit) => {
       landed()
       for (const waiter of taken) {
