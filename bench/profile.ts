@@ -9,6 +9,7 @@
  *   N     operations (default 20000)          DATABASE_URL  the server (default the local one)
  *   CONTENDER  chronicle | raw (default chronicle): raw runs the benchmark's raw SQL
  *              contender the same way, for Node CPU per operation side by side
+ *   TRACING=1  effect-chronicle with a real OpenTelemetry tracer (spans batched to an exporter that drops them)
  */
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -17,7 +18,7 @@ import * as Redacted from "effect/Redacted"
 import { PgClient } from "@effect/sql-pg"
 import pg from "pg"
 import { EventStorePg, Projections, Session } from "../src/index.js"
-import { Counter, Incremented } from "./contenders/chronicle.js"
+import { Counter, Incremented, tracingLayer } from "./contenders/chronicle.js"
 import { raw } from "./contenders/raw.js"
 
 const url = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test"
@@ -25,7 +26,8 @@ const schema = `bench_profile_${process.pid}`
 const N = Number(process.env.N ?? 20000)
 const W = Number(process.env.W ?? 8)
 const mode = process.env.MODE ?? "append"
-const contender = process.env.CONTENDER ?? "chronicle"
+const tracing = process.env.TRACING === "1"
+const contender = `${process.env.CONTENDER ?? "chronicle"}${tracing ? " (tracing on)" : ""}`
 // A multiple of W for any W up to 1024 that divides it: no two workers meet on a stream.
 const ids = Array.from({ length: 1024 }, (_, i) => `s-${i}`)
 
@@ -45,7 +47,7 @@ const loop = async (op: (id: string) => Promise<unknown>) => {
 }
 
 const main = async () => {
-  if (contender === "raw") {
+  if (contender.startsWith("raw")) {
     await raw.setup(url)
     await raw.seed(ids, 10)
     await loop(mode === "append" ? raw.append : raw.command)
@@ -53,7 +55,11 @@ const main = async () => {
     return
   }
   const client = PgClient.layer({ url: Redacted.make(url), maxConnections: 30 })
-  const rt = ManagedRuntime.make(EventStorePg.layer({ schema }).pipe(Layer.provideMerge(Projections.layer([])), Layer.provideMerge(client)))
+  const rt = ManagedRuntime.make(EventStorePg.layer({ schema }).pipe(
+    Layer.provideMerge(Projections.layer([])),
+    Layer.provideMerge(client),
+    Layer.merge(tracing ? tracingLayer() : Layer.empty)
+  ))
   await rt.runPromise(Effect.void)
   const one = new Incremented({ by: 1 })
   for (const id of ids) await rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, Array.from({ length: 10 }, () => one)), Session.saveChanges)))

@@ -125,6 +125,9 @@ export const tracing = (store: StoreUnderTest) =>
           assert.deepStrictEqual(statementNames(statementsUnder(spans, read)), ["read_all"])
           for (const statement of statements(spans)) {
             assert.strictEqual(statement.attributes.get("db.system.name"), "postgresql")
+            // What @effect/sql-pg puts on its own statement spans (read from its internals: this fails if they move).
+            assert.isString(statement.attributes.get("db.namespace"))
+            assert.isNotEmpty(statement.attributes.get("db.namespace"))
             assert.strictEqual(statement.kind, "client")
             assert.strictEqual(statement.status._tag, "Ended")
             for (const value of statement.attributes.values()) assert.notInclude(String(value), id)

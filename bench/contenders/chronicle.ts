@@ -2,7 +2,10 @@
  * effect-chronicle, used as an application would: a runtime built once from
  * the store's layers, each operation one Effect program run on it.
  */
+import * as Resource from "@effect/opentelemetry/Resource"
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
 import { PgClient } from "@effect/sql-pg"
+import { BasicTracerProvider, BatchSpanProcessor, type ReadableSpan, type SpanExporter } from "@opentelemetry/sdk-trace-base"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
@@ -24,13 +27,31 @@ export const Counter = Aggregate.make({
 const one = new Incremented({ by: 1 })
 const decide = () => [one]
 
+// An exporter that drops what it is given: the cost of tracing in this process, not of a collector.
+const dropping: SpanExporter = {
+  export: (_spans: Array<ReadableSpan>, done) => done({ code: 0 }),
+  shutdown: () => Promise.resolve()
+}
+
+/** A real OpenTelemetry tracer (the SDK's, batching spans) whose exporter drops them. */
+export const tracingLayer = () =>
+  OtelTracer.layer.pipe(
+    Layer.provide(Layer.succeed(
+      OtelTracer.OtelTracerProvider,
+      new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(dropping)] })
+    )),
+    Layer.provide(Resource.layer({ serviceName: "bench" }))
+  )
+
 /** Builds a contender whose Counter streams have the given lifecycle. */
 export const chronicle = (
   lifecycle: Projection.Lifecycle,
   name = `effect-chronicle${lifecycle === "Live" ? "" : ` (${lifecycle})`}`,
-  options?: { readonly combining?: boolean; readonly liveStateCache?: number }
+  options?: { readonly combining?: boolean; readonly liveStateCache?: number; readonly tracing?: boolean }
 ) => {
-  const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.combining === false ? "_nocomb" : ""}${options?.liveStateCache ? "_kept" : ""}_${process.pid}`
+  const schema = `bench_chronicle_${lifecycle.toLowerCase()}${options?.combining === false ? "_nocomb" : ""}${options?.liveStateCache ? "_kept" : ""}${
+    options?.tracing ? "_traced" : ""
+  }_${process.pid}`
   let runtime: ManagedRuntime.ManagedRuntime<EventStore.EventStore, unknown>
   let client: Layer.Layer<any, any, never>
   const run = <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => runtime.runPromise(effect)
@@ -69,7 +90,8 @@ export const chronicle = (
           liveStateCache: options?.liveStateCache
         }).pipe(
           Layer.provide(Projections.layer(lifecycle === "Live" ? [] : [Projection.snapshot(Counter, lifecycle)])),
-          Layer.provide(client)
+          Layer.provide(client),
+          Layer.merge(options?.tracing ? tracingLayer() : Layer.empty)
         )
       )
       await runtime.runPromise(Effect.void)

@@ -17,7 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Context from "effect/Context"
 import * as Tracer from "effect/Tracer"
 import * as Tracing from "../internal/tracing.js"
-import { currentStatementObserver } from "./driver.js"
+import { currentStatementObserver } from "./spans.js"
 
 /**
  * A request waiting to be sent; policies extend it with what they send.

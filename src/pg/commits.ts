@@ -14,6 +14,7 @@ import * as Option from "effect/Option"
 import { EventStoreError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
 import * as Driver from "./driver.js"
+import * as Spans from "./spans.js"
 import { connectionLost, retryable, sqlState, toStoreError } from "./failures.js"
 import { appendedTo, type CommitRow, type DocumentRow, refArrays, toDocument, writeArrays } from "./rows.js"
 import { singleStreamStatement, statementName } from "./statements.js"
@@ -49,19 +50,19 @@ const transactional = <A>(
         : ["SAVEPOINT chronicle_save", "RELEASE SAVEPOINT chronicle_save", "ROLLBACK TO SAVEPOINT chronicle_save"]
       return Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
-          restore(Driver.unprepared(store.driver, conn, begin)),
+          restore(Spans.unprepared(store.driver, conn, begin)),
           Effect.exit(restore(Effect.provideService(body, SqlClient.TransactionConnection, [conn, depth] as const)))
         ).pipe(Effect.flatMap((exit) =>
           exit._tag === "Success"
             ? Effect.as(
-              Driver.unprepared(store.driver, conn, commit).pipe(Effect.mapError((e) =>
+              Spans.unprepared(store.driver, conn, commit).pipe(Effect.mapError((e) =>
                 connectionLost(e)
                   ? new EventStoreError({ message: "The connection was lost while committing: the outcome of this save is unknown", cause: e })
                   : e
               )),
               exit.value
             )
-            : Effect.zipRight(Effect.ignore(Driver.unprepared(store.driver, conn, rollback)), exit)
+            : Effect.zipRight(Effect.ignore(Spans.unprepared(store.driver, conn, rollback)), exit)
         ))
       )
     }

@@ -22,7 +22,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { EventStoreError } from "../Errors.js"
 import * as Storage from "../Storage.js"
-import * as Driver from "./driver.js"
+import * as Spans from "./spans.js"
 import { wrap } from "./failures.js"
 import { readDocuments } from "./reads.js"
 import { checkpointOf, type LoggedRow, toStored, writeArrays } from "./rows.js"
@@ -89,11 +89,11 @@ const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.Pro
   const inTransaction = <A>(effect: Effect.Effect<A, SqlError>) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.zipRight(
-        Driver.unprepared(store.driver, conn, "BEGIN"),
+        Spans.unprepared(store.driver, conn, "BEGIN"),
         Effect.flatMap(Effect.exit(restore(onConn(effect))), (exit) =>
           exit._tag === "Success"
-            ? Effect.as(Driver.unprepared(store.driver, conn, "COMMIT"), exit.value)
-            : Effect.zipRight(Effect.ignore(Driver.unprepared(store.driver, conn, "ROLLBACK")), exit))
+            ? Effect.as(Spans.unprepared(store.driver, conn, "COMMIT"), exit.value)
+            : Effect.zipRight(Effect.ignore(Spans.unprepared(store.driver, conn, "ROLLBACK")), exit))
       )
     )
   const { takeover } = keysOf(store, ref)

@@ -2,7 +2,7 @@
  * The driver plumbing of the PostgreSQL storage, and the only module of `src/`
  * that reaches into private internals of `@effect/sql`, `@effect/sql-pg` and
  * node-postgres: a statement's `acquirer` (the pool-level connection), its
- * `runWithClient`, a connection's `pg` client, named statements passed to
+ * `runWithClient`, a statement's `spanAttributes`, a connection's `pg` client, named statements passed to
  * `executeRaw` as `{ name, text } as unknown as string`, the results of a
  * multi-statement `executeUnprepared`, and on a node-postgres client its
  * `Query` class, `processID`, `_queryable` and `_ending`, and its connection's
@@ -23,15 +23,13 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
-import * as Tracing from "../internal/tracing.js"
 import { outcomeUnknown } from "./failures.js"
+import * as Spans from "./spans.js"
 
 /**
  * The pool-level connection of `@effect/sql-pg`, reached through a
@@ -141,61 +139,6 @@ const spanAttributesOf = (sql: SqlClient.SqlClient): Record<string, unknown> => 
   attributes["db.system.name"] = "postgresql"
   return attributes
 }
-
-/**
- * Told each statement span opened in its scope: a combined statement's
- * sender links its waiters' spans to the statement's.
- *
- * @since 0.2.0
- */
-export const currentStatementObserver = FiberRef.unsafeMake<((span: Tracer.Span) => void) | undefined>(undefined)
-
-// A prepared statement's name without its schema's prefix: what it does.
-const statementOf = (name: string) => name.replace(/^ec_[0-9a-z]+_/, "")
-
-/**
- * Runs a statement in a span of its own when a tracer is installed (the
- * statements of the fast path bypass @effect/sql, whose spans they would have
- * had): `sql.execute`, as @effect/sql names its own, with its attributes, the
- * statement's name and text, and no parameter value.
- *
- * @since 0.2.0
- */
-export const statementSpan = <A, E, R>(driver: Driver, statement: string, text: string, self: Effect.Effect<A, E, R>) =>
-  Effect.tracerWith((tracer) =>
-    !Tracing.records(tracer) ? self : Effect.useSpan("sql.execute", {
-      kind: "client",
-      captureStackTrace: false,
-      attributes: {
-        ...driver.spanAttributes,
-        "db.operation.name": statement,
-        "db.query.summary": statement,
-        "chronicle.statement": statement,
-        "db.query.text": text
-      }
-    }, (span) =>
-      Effect.flatMap(FiberRef.get(currentStatementObserver), (observer) => {
-        observer?.(span)
-        return Effect.tapError(self, (error) =>
-          Effect.sync(() => {
-            const code = ((error as { cause?: { code?: unknown } } | null)?.cause)?.code
-            if (typeof code === "string") span.attribute("db.response.status_code", code)
-            span.attribute("error.type", Tracing.tagOf(error) ?? "Error")
-          }))
-      }))
-  )
-
-/**
- * Runs a statement without parameters on `conn` (BEGIN, COMMIT, a savepoint)
- * in a statement span named as the text says (`begin`, `release_savepoint`).
- *
- * @since 0.2.0
- */
-export const unprepared = (driver: Driver, conn: SqlConnection.Connection, text: string) =>
-  statementSpan(driver, commandOf(text), text, conn.executeUnprepared(text, [], undefined))
-
-// "RELEASE SAVEPOINT chronicle_save" is a release_savepoint.
-const commandOf = (text: string) => text.replace(/\s+chronicle_\w+/g, "").trim().toLowerCase().replace(/\s+/g, "_")
 
 // The hot statements go out as named prepared statements on the
 // connection's node-postgres client: parsed and planned once per
@@ -369,7 +312,7 @@ const onPool = <A>(driver: Driver, conn: SqlConnection.Connection, name: string,
  * @since 0.1.0
  */
 export const prepared = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
-  statementSpan(driver, statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
+  Spans.statementSpan(driver, Spans.statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
 
 const preparedUntraced = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
   Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {

@@ -17,6 +17,7 @@ import { EventStoreError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
 import * as Commits from "./commits.js"
 import * as Driver from "./driver.js"
+import * as Spans from "./spans.js"
 import { outcomeUnknown, retryable, sqlState, wrap } from "./failures.js"
 import * as Reads from "./reads.js"
 import type { Store } from "./store.js"
@@ -63,16 +64,16 @@ export const begin = (store: Store, reads: Reads.Reads): Effect.Effect<Storage.T
     tx.ensureOpen = Effect.suspend(() => {
       if (tx.open) return Effect.void
       tx.open = true
-      return Driver.unprepared(store.driver, conn, statements.begin)
+      return Spans.unprepared(store.driver, conn, statements.begin)
     }).pipe(Effect.mapError(failedWith("Opening a transaction failed")))
     // A transaction of our own begins with its first lock, in the same round
     // trip as setting the lock time-out; a savepoint in a caller's begins now.
     if (Option.isSome(outer)) {
       tx.open = true
-      yield* Driver.unprepared(store.driver, conn, statements.begin)
+      yield* Spans.unprepared(store.driver, conn, statements.begin)
     }
     yield* Effect.addFinalizer(() =>
-      tx.open ? Effect.ignore(Driver.unprepared(store.driver, conn, statements.rollback)) : Effect.void
+      tx.open ? Effect.ignore(Spans.unprepared(store.driver, conn, statements.rollback)) : Effect.void
     )
     return {
       readStream: (tenantId, id, options) => inTx(tx, Reads.readStream(reads, tenantId, id, options)),
@@ -98,7 +99,7 @@ const timeoutOf = (timeout: Duration.Duration) => `${Math.max(1, Math.round(Dura
 const setTimeout = (timeout: Duration.Duration) =>
   `SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', '${timeoutOf(timeout)}', true)`
 const exec = (tx: Tx, statement: string, text: string) =>
-  Driver.statementSpan(tx.store.driver, statement, text, Driver.unpreparedResults<{ previous: string }>(tx.conn, text))
+  Spans.statementSpan(tx.store.driver, statement, text, Driver.unpreparedResults<{ previous: string }>(tx.conn, text))
 
 // Locks, then undoes what a lock not had left (with `undo`), or fails.
 const tryLock = (
@@ -164,7 +165,7 @@ const commit = (tx: Tx, batch: Storage.CommitBatch) =>
     tx.open = false
     const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
     if (wasOpen) {
-      yield* Driver.unprepared(tx.store.driver, tx.conn, ok ? tx.statements.commit : tx.statements.rollback).pipe(
+      yield* Spans.unprepared(tx.store.driver, tx.conn, ok ? tx.statements.commit : tx.statements.rollback).pipe(
         // A COMMIT of our own sent and never answered may have committed.
         Effect.tapError((e) =>
           Effect.sync(() => {
