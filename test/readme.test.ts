@@ -11,9 +11,10 @@
  *   is ```ts standalone starts from nothing instead (it defines its own names).
  * - Import declarations are hoisted and merged per module, so any block may
  *   import what it uses (names from one specifier are united).
- * - ```ts norun: type-checked, but its module is not run (it needs a server
- *   or runs forever). ```ts nocheck: a fragment, shown only; keep those few
- *   and say why in the text around it.
+ * - ```ts norun: type-checked, but its module is not run (it needs a server,
+ *   runs forever, or declares vitest tests, which cannot be declared inside
+ *   this test). ```ts nocheck: a fragment, shown only; keep those few and say
+ *   why in the text around it.
  * - The modules are written to `.readme-check/` (gitignored), type-checked
  *   with tsconfig.json's options (its `effect-chronicle` path mapping), and
  *   each runnable module is imported: its top-level code runs (the tour runs
