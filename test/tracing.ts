@@ -129,6 +129,7 @@ export const tracing = (store: StoreUnderTest) =>
             assert.isString(statement.attributes.get("db.namespace"))
             assert.isNotEmpty(statement.attributes.get("db.namespace"))
             assert.strictEqual(statement.kind, "client")
+            assert.isString(statement.attributes.get("chronicle.statement"))
             assert.strictEqual(statement.status._tag, "Ended")
             for (const value of statement.attributes.values()) assert.notInclude(String(value), id)
           }
@@ -271,6 +272,12 @@ export const tracing = (store: StoreUnderTest) =>
           assert.includeMembers(children, ["chronicle.fetchForWriting", "chronicle.saveChanges"])
         }
         assert.strictEqual(failedWith(command[0]), undefined)
+        if (store.name === "postgres") {
+          // Every statement, ours and those run through @effect/sql (the conflict's version look-up), is named and nested.
+          const failedSave = ours(spans).find((s) => s.name === "chronicle.saveChanges" && failedWith(s) === "ConcurrencyError")!
+          assert.deepStrictEqual(statementNames(statementsUnder(spans, failedSave)).map((n) => String(n).replace(/_.*/, "")), ["save", "versions"])
+          for (const statement of statements(spans)) assert.isString(statement.attributes.get("chronicle.statement"))
+        }
         assert.strictEqual((yield* counter(retries, {})) - retriesBefore, 1)
         assert.strictEqual((yield* counter(saves, { outcome: "conflict" })) - conflictsBefore, 1)
       }))

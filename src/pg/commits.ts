@@ -134,7 +134,7 @@ const runSingle = (store: Store, plan: NonNullable<ReturnType<typeof singleStrea
       }
       if (oneEvent && appended.length === 1) version = appended[0].version
       if (version === undefined) {
-        return Effect.map(store.sql.unsafe<{ id: string; version: string }>(store.q.versions, [[write.streamId], batch.tenantId]), (actual) => ({
+        return Effect.map(Spans.query<{ id: string; version: string }>(store, "versions", [[write.streamId], batch.tenantId]), (actual) => ({
           _tag: "Conflicted",
           conflicts: [{ streamId: write.streamId, expected: expectedVersion, actual: actual.length === 0 ? 0 : Number(actual[0].version) }]
         }))
@@ -193,7 +193,7 @@ export const execute = (store: Store, batch: Storage.CommitBatch, token: string 
       ? [...batch.streams].sort((a, b) => a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0)
       : batch.streams
     if (writes.length > 1 && token === undefined) {
-      yield* store.sql.unsafe(store.q.lockRows, [writes.map((w) => w.streamId), batch.tenantId])
+      yield* Spans.query(store, "lockRows", [writes.map((w) => w.streamId), batch.tenantId])
     }
     for (const write of writes) {
       ids.push(write.streamId)
@@ -238,7 +238,7 @@ export const settle = (store: Store, batch: Storage.CommitBatch, sent: Sent) =>
     const failed = batch.streams.filter((w) => !sent.passed.has(w.streamId))
     const conflicts: Array<Storage.Conflict> = []
     if (failed.length > 0) {
-      const actual = yield* store.sql.unsafe<{ id: string; version: string }>(store.q.versions, [failed.map((w) => w.streamId), batch.tenantId])
+      const actual = yield* Spans.query<{ id: string; version: string }>(store, "versions", [failed.map((w) => w.streamId), batch.tenantId])
       const found = new Map(actual.map((r) => [r.id, Number(r.version)]))
       for (const w of failed) {
         conflicts.push({ streamId: w.streamId, expected: w.expected === "any" ? -1 : w.expected, actual: found.get(w.streamId) ?? 0 })
@@ -258,13 +258,13 @@ const runInline = (store: Store, work: Storage.InlineWork, committed: ReadonlyAr
     const step = yield* work.prepare(committed)
     let existing: ReadonlyArray<Storage.StoredDocument> = []
     if (step.documents.length > 0) {
-      yield* store.sql.unsafe(store.q.placeholders, refArrays(step.documents))
-      existing = (yield* store.sql.unsafe<DocumentRow>(store.q.lockDocuments, refArrays(step.documents)))
+      yield* Spans.query(store, "placeholders", refArrays(step.documents))
+      existing = (yield* Spans.query<DocumentRow>(store, "lockDocuments", refArrays(step.documents)))
         .filter((row) => row.data !== null)
         .map(toDocument)
     }
     const outcome = yield* step.compute(existing)
-    if (outcome.writes.length > 0) yield* store.sql.unsafe(store.q.upsertDocuments, writeArrays(outcome.writes))
+    if (outcome.writes.length > 0) yield* Spans.query(store, "upsertDocuments", writeArrays(outcome.writes))
     return outcome
   })
 
@@ -276,7 +276,7 @@ const runInline = (store: Store, work: Storage.InlineWork, committed: ReadonlyAr
  */
 export const conflictsAfter = (store: Store, batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
   Effect.flatMap(
-    store.sql.unsafe<{ id: string; version: string }>(store.q.versions, [batch.streams.map((w) => w.streamId), batch.tenantId]),
+    Spans.query<{ id: string; version: string }>(store, "versions", [batch.streams.map((w) => w.streamId), batch.tenantId]),
     (rows) => {
       const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
       const conflicts = batch.streams.flatMap((w) => {

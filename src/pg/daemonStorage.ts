@@ -40,7 +40,7 @@ import type { Store } from "./store.js"
 export const watchListeners = (sql: SqlClient.SqlClient, q: Statements): Effect.Effect<{ listening: boolean }, never, Scope.Scope> =>
   Effect.gen(function*() {
     const listeners = { listening: false }
-    const refreshListening = sql.unsafe<{ listening: boolean }>(q.listening).pipe(
+    const refreshListening = Spans.query<{ listening: boolean }>({ sql, q }, "listening").pipe(
       Effect.map((rows) => {
         listeners.listening = rows[0]?.listening === true
       }),
@@ -52,7 +52,7 @@ export const watchListeners = (sql: SqlClient.SqlClient, q: Statements): Effect.
   })
 
 const progressOf = (store: Store, ref: Storage.ProjectionRef) =>
-  store.sql.unsafe<{ tx_id: string; seq: string; processed: string; error: string | null }>(store.q.progress, [ref.name, ref.version]).pipe(
+  Spans.query<{ tx_id: string; seq: string; processed: string; error: string | null }>(store, "progress", [ref.name, ref.version]).pipe(
     Effect.map((rows): Storage.Progress =>
       rows.length === 0
         ? { checkpoint: Storage.origin, processed: 0 }
@@ -99,7 +99,7 @@ const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.Pro
   const { takeover } = keysOf(store, ref)
   return {
     readAfter: (after, limit) =>
-      onConn(store.sql.unsafe<LoggedRow>(store.q.readAfter, [after.txId.toString(), after.sequence, limit])).pipe(
+      onConn(Spans.query<LoggedRow>(store, "readAfter", [after.txId.toString(), after.sequence, limit])).pipe(
         Effect.map((rows) => rows.map(loggedOf)),
         Effect.mapError(wrap(`Reading events for projection ${ref.name} failed`))
       ),
@@ -107,9 +107,9 @@ const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.Pro
     progress: onConn(progressOf(store, ref)),
     store: (writes, progress, deadLetters) =>
       inTransaction(Effect.gen(function*() {
-        if (writes.length > 0) yield* store.sql.unsafe(store.q.upsertDocuments, writeArrays(writes))
-        for (const letter of deadLetters ?? []) yield* store.sql.unsafe(store.q.deadLetter, deadLetterParams(ref, letter))
-        yield* store.sql.unsafe(store.q.saveProgress, [
+        if (writes.length > 0) yield* Spans.query(store, "upsertDocuments", writeArrays(writes))
+        for (const letter of deadLetters ?? []) yield* Spans.query(store, "deadLetter", deadLetterParams(ref, letter))
+        yield* Spans.query(store, "saveProgress", [
           ref.name,
           ref.version,
           progress.checkpoint.txId.toString(),
@@ -118,13 +118,13 @@ const workerOn = (store: Store, conn: SqlConnection.Connection, ref: Storage.Pro
           progress.error ?? null
         ])
       })).pipe(Effect.mapError(wrap(`Storing projection ${ref.name} failed`))),
-    asked: onConn(store.sql.unsafe<{ asked: boolean }>(store.q.asked, takeover)).pipe(
+    asked: onConn(Spans.query<{ asked: boolean }>(store, "asked", takeover)).pipe(
       Effect.map((rows) => rows[0].asked),
       Effect.mapError(wrap(`Reading the leadership of projection ${ref.name} failed`))
     ),
     reset: inTransaction(Effect.zipRight(
-      store.sql.unsafe(store.q.deleteDocuments, [ref.name, ref.version]),
-      store.sql.unsafe(store.q.deleteProgress, [ref.name, ref.version])
+      Spans.query(store, "deleteDocuments", [ref.name, ref.version]),
+      Spans.query(store, "deleteProgress", [ref.name, ref.version])
     )).pipe(Effect.mapError(wrap(`Resetting projection ${ref.name} failed`)))
   }
 }
@@ -148,7 +148,7 @@ const hold = (
   const once: Effect.Effect<boolean, SqlError, Scope.Scope> = Effect.uninterruptible(
     Effect.flatMap(onConn(store.sql.unsafe<{ ok: boolean }>(statement, params)), (rows) =>
       rows[0].ok
-        ? Effect.as(Effect.addFinalizer(() => Effect.ignore(onConn(store.sql.unsafe(store.q.unlock, unlock)))), true)
+        ? Effect.as(Effect.addFinalizer(() => Effect.ignore(onConn(Spans.query(store, "unlock", unlock)))), true)
         : Effect.succeed(false))
   )
   return Effect.asVoid(Effect.repeat(once, { until: (ok) => ok, schedule: Schedule.spaced(interval) }))
@@ -183,7 +183,7 @@ const reserveHolding = (
               const conn = exit.value
               // Unlocked before the connection goes back (the attempt's scope closes with the outer one).
               return Effect.as(
-                Scope.addFinalizer(attempt, Effect.ignore(onConnection(conn)(store.sql.unsafe(store.q.unlock, unlock)))),
+                Scope.addFinalizer(attempt, Effect.ignore(onConnection(conn)(Spans.query(store, "unlock", unlock)))),
                 conn
               )
             }
@@ -215,7 +215,7 @@ const takeOver = (store: Store, claimInterval: Duration.DurationInput, ref: Stor
   Effect.gen(function*() {
     const { leader, takeover } = keysOf(store, ref)
     const conn = yield* reserveHolding(store, store.q.tryLock, takeover, takeover, claimInterval)
-    yield* store.sql.unsafe(store.q.wake, [store.channel])
+    yield* Spans.query(store, "wake", [store.channel])
     yield* hold(store, conn, store.q.tryLock, leader, leader, claimInterval)
     return workerOn(store, conn, ref)
   }).pipe(Effect.mapError(claimFailed(ref)))
@@ -229,12 +229,12 @@ const sharedListen = (store: Store, client: PgClient.PgClient) =>
     acquire: Effect.gen(function*() {
       const ticks = yield* PubSub.sliding<void>(1)
       const id = `${process.pid}-${Math.random().toString(36).slice(2)}`
-      const register = Effect.ignore(store.sql.unsafe(store.q.register, [id]))
+      const register = Effect.ignore(Spans.query(store, "register", [id]))
       yield* register
       // This process's own commits notify from now on; other processes see the registration within a second.
       store.listeners.listening = true
       yield* Effect.forkScoped(Effect.repeat(Effect.zipRight(Effect.sleep("10 seconds"), register), Schedule.forever))
-      yield* Effect.addFinalizer(() => Effect.ignore(store.sql.unsafe(store.q.unregister, [id])))
+      yield* Effect.addFinalizer(() => Effect.ignore(Spans.query(store, "unregister", [id])))
       yield* Effect.forkScoped(client.listen(store.channel).pipe(
         Stream.retry(Schedule.spaced("1 second")),
         Stream.runForEach(() => PubSub.publish(ticks, undefined)),
@@ -257,7 +257,7 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
     takeOver: (ref) => takeOver(store, claimInterval, ref),
     progress: (ref) => progressOf(store, ref),
     readLog: (after, limit, filter) =>
-      store.sql.unsafe<LoggedRow & { scanned: string | null }>(store.q.readLog, [
+      Spans.query<LoggedRow & { scanned: string | null }>(store, "readLog", [
         after.txId.toString(),
         after.sequence,
         limit,
@@ -274,16 +274,16 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
         Effect.mapError(wrap("Reading the log failed"))
       ),
     settled: (checkpoint) =>
-      store.sql.unsafe<{ settled: boolean }>(store.q.settled, [checkpoint.txId.toString()]).pipe(
+      Spans.query<{ settled: boolean }>(store, "settled", [checkpoint.txId.toString()]).pipe(
         Effect.map((rows) => rows[0].settled),
         Effect.mapError(wrap("Reading the log's horizon failed"))
       ),
     deadLetters: (ref) =>
-      store.sql.unsafe<LoggedRow & { error: string; at: number }>(store.q.deadLetters, [ref.name]).pipe(
+      Spans.query<LoggedRow & { error: string; at: number }>(store, "deadLetters", [ref.name]).pipe(
         Effect.map((rows) => rows.map((row): Storage.DeadLetter => ({ event: loggedOf(row), error: row.error, at: new Date(row.at) }))),
         Effect.mapError(wrap(`Reading the dead letters of ${ref.name} failed`))
       ),
-    head: store.sql.unsafe<{ tx_id: string; seq: string }>(store.q.head).pipe(
+    head: Spans.query<{ tx_id: string; seq: string }>(store, "head").pipe(
       Effect.map((rows) =>
         rows.length === 0
           ? { checkpoint: Storage.origin, sequence: 0 }
@@ -292,7 +292,7 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
       Effect.mapError(wrap("Reading the head of the log failed"))
     ),
     countAfter: (after) =>
-      store.sql.unsafe<{ n: string }>(store.q.countAfter, [after.txId.toString(), after.sequence]).pipe(
+      Spans.query<{ n: string }>(store, "countAfter", [after.txId.toString(), after.sequence]).pipe(
         Effect.map((rows) => Number(rows[0].n)),
         Effect.mapError(wrap("Counting events failed"))
       ),

@@ -13,6 +13,7 @@ import { EventStoreError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
 import * as Combiner from "./combiner.js"
 import * as Driver from "./driver.js"
+import * as Spans from "./spans.js"
 import { wrap } from "./failures.js"
 import { type DocumentRow, type EventsJsonRow, fromEventsJson, refArrays, type SnapshotRow, toDocument, toStored } from "./rows.js"
 import type { Store } from "./store.js"
@@ -193,7 +194,7 @@ export const loadSnapshot = (store: Store, tenantId: string, id: string, project
  * @since 0.1.0
  */
 export const readDocuments = (store: Store, refs: ReadonlyArray<Storage.DocumentRef>) =>
-  refs.length === 0 ? Effect.succeed([]) : store.sql.unsafe<DocumentRow>(store.q.documents, refArrays(refs)).pipe(
+  refs.length === 0 ? Effect.succeed([]) : Spans.query<DocumentRow>(store, "documents", refArrays(refs)).pipe(
     Effect.map((rows) => rows.map(toDocument)),
     Effect.mapError(wrap("Reading documents failed"))
   )

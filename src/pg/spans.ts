@@ -5,12 +5,14 @@
  *
  * @since 0.2.0
  */
+import type * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import type * as Tracer from "effect/Tracer"
 import * as Tracing from "../internal/tracing.js"
 import type { Driver } from "./driver.js"
+import type { Statements } from "./statements.js"
 
 /**
  * Told each statement span opened in its scope: a combined statement's
@@ -66,3 +68,22 @@ export const unprepared = (driver: Driver, conn: SqlConnection.Connection, text:
 
 // "RELEASE SAVEPOINT chronicle_save" is a release_savepoint.
 const commandOf = (text: string) => text.replace(/\s+chronicle_\w+/g, "").trim().toLowerCase().replace(/\s+/g, "_")
+
+/**
+ * Runs one of the store's statements through @effect/sql, whose `sql.execute`
+ * span then carries the statement's name (`chronicle.statement`), as ours do.
+ *
+ * @since 0.2.0
+ */
+export const query = <A extends object = any>(
+  store: { readonly sql: SqlClient.SqlClient; readonly q: Statements },
+  name: keyof Statements & string,
+  params?: ReadonlyArray<unknown>
+) => {
+  const statement = store.sql.unsafe<A>(store.q[name] as string, params as Array<unknown> | undefined)
+  return Effect.tracerWith((tracer) =>
+    !Tracing.records(tracer)
+      ? statement
+      : Effect.annotateSpans(statement, { "chronicle.statement": name, "db.query.summary": name })
+  )
+}

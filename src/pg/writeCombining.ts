@@ -22,6 +22,7 @@ import type * as Storage from "../Storage.js"
 import * as Combiner from "./combiner.js"
 import { commitDirect, execute, type Sent, settle } from "./commits.js"
 import { connectionLost } from "./failures.js"
+import * as Spans from "./spans.js"
 import { appendedTo, type CommitRow } from "./rows.js"
 import type { Store } from "./store.js"
 
@@ -120,7 +121,7 @@ const send = (store: Store, pruned: { at: number }, taken: Array<SaveWaiter>, la
 const prune = (store: Store, pruned: { at: number }) => {
   if (Date.now() - pruned.at < 60_000) return
   pruned.at = Date.now()
-  Runtime.runCallback(store.driver.runtime)(Effect.ignore(store.sql.unsafe(store.q.pruneTokens)))
+  Runtime.runCallback(store.driver.runtime)(Effect.ignore(Spans.query(store, "pruneTokens")))
 }
 
 // What each save of a combined statement resumes with: its result, or
@@ -152,14 +153,13 @@ const verdictsFor = (batch: Storage.CommitBatch, sent: Sent, id: string) => {
 // restarting); the tokens are kept long enough for that.
 const lookUp = (store: Store, batch: Storage.CommitBatch, token: string): Effect.Effect<Sent | undefined, EventStoreError> =>
   Effect.gen(function*() {
-    const { q, sql } = store
-    const claimed = yield* sql.unsafe(q.claimToken, [token])
+    const claimed = yield* Spans.query(store, "claimToken", [token])
     if (claimed.length > 0) return undefined
-    const tx = yield* sql.unsafe<{ tx_id: string | null }>(q.tokenTx, [token])
+    const tx = yield* Spans.query<{ tx_id: string | null }>(store, "tokenTx", [token])
     if (tx.length === 0) return yield* Effect.fail(new EventStoreError({ message: "The commit token is gone" }))
     // Our own claim, whose answer was lost before this try.
     if (tx[0].tx_id === null) return undefined
-    const rows = yield* sql.unsafe<CommitRow>(q.committedBy, [tx[0].tx_id, batch.tenantId])
+    const rows = yield* Spans.query<CommitRow>(store, "committedBy", [tx[0].tx_id, batch.tenantId])
     const passed = new Map<string, number>()
     const appended = new Map<string, Array<Storage.AppendedEvent>>()
     for (const row of rows) {
