@@ -9,10 +9,15 @@ import { assert, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as childProcess from "node:child_process"
+import * as path from "node:path"
+import pg from "pg"
 import { Session } from "effect-chronicle"
 import * as Http from "../examples/http-orders.js"
 import { Order } from "../examples/order.js"
 import { newId, type StoreUnderTest } from "./support.js"
+
+const root = path.resolve(__dirname, "..")
 
 const baseUrl = HttpServer.addressWith((address) =>
   Effect.succeed(address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : "")
@@ -228,4 +233,56 @@ export const http = (store: StoreUnderTest) =>
         assert.include(JSON.stringify(badVersion.body), "expected a version such as")
         assert.strictEqual((yield* send("GET", `/orders/${id}`)).body.version, 1)
       }))
+  })
+
+/**
+ * The example's main as a user runs it (`tsx examples/http-orders.ts`) on a
+ * free port: it serves a create and a read, then SIGINT shuts it down cleanly
+ * (exit code 0). On PostgreSQL it uses a scratch schema, dropped afterwards.
+ */
+export const runsMain = (store: "memory" | "postgres", databaseUrl: string) =>
+  Effect.gen(function*() {
+    const schema = `chronicle_test_http_${Math.random().toString(36).slice(2, 10)}`
+    const env = store === "memory"
+      ? { ...process.env, CHRONICLE_STORE: "memory", PORT: "0" }
+      : { ...process.env, DATABASE_URL: databaseUrl, CHRONICLE_SCHEMA: schema, PORT: "0" }
+    const child = childProcess.spawn(path.join(root, "node_modules/.bin/tsx"), ["examples/http-orders.ts"], {
+      cwd: root,
+      env,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString("utf-8")))
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString("utf-8")))
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(async () => {
+        if (child.exitCode === null) child.kill("SIGKILL")
+        if (store === "postgres") {
+          const client = new pg.Client({ connectionString: databaseUrl })
+          await client.connect()
+          await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+          await client.end()
+        }
+      })
+    )
+    const port = yield* Effect.promise(async () => {
+      for (let i = 0; i < 600; i++) {
+        const match = /listening on http:\/\/[^:]+:(\d+)/.exec(output)
+        if (match !== null) return Number(match[1])
+        if (child.exitCode !== null) break
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      throw new Error(`the server did not start: ${output}`)
+    })
+    const url = `http://127.0.0.1:${port}/orders`
+    const id = newId("main")
+    const created = yield* Effect.promise(() =>
+      fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id, items: ["a"] }) })
+    )
+    const got = yield* Effect.promise(() => fetch(`${url}/${id}`))
+    const body = yield* Effect.promise(() => got.json())
+    child.kill("SIGINT")
+    const code = yield* Effect.promise(() => exited)
+    return { output, created: created.status, got: got.status, etag: got.headers.get("etag"), body, code }
   })
