@@ -86,7 +86,7 @@ export const decideShip = (
 export interface Options {
   /** Lock time-out of the exclusive command (ship); default 2 seconds. */
   readonly lockTimeout?: Duration.DurationInput | undefined
-  /** Retries of a command sent without `If-Match`; default jittered back-off, 10 times. */
+  /** Retries of a command sent without `If-Match`; default 10, jittered back-off from 5 ms capped at 50 ms. */
   readonly retry?: Schedule.Schedule<any, any> | undefined
 }
 
