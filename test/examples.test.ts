@@ -1,12 +1,13 @@
 /**
  * The examples in `examples/` run as tests on both stores, so they never rot.
  */
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Layer from "effect/Layer"
 import { ProjectionDaemon, Session } from "effect-chronicle"
+import { inject } from "vitest"
 import { FreightShipment, PickUpHandler, ShipmentScheduled } from "../examples/freight-shipment.js"
 import {
   createOrder,
@@ -30,6 +31,7 @@ import {
   ProviderJoined,
   ProviderShift
 } from "../examples/provider-shift.js"
+import { runsMain as runsHttpMain } from "./http.js"
 import { memoryStore, newId, pgStore } from "./support.js"
 
 const readyOf = (id: string) =>
@@ -254,3 +256,17 @@ for (const store of [memoryStore, pgStore()]) {
     })
   })
 }
+
+// The HTTP example's endpoints are tested in test/http.test.ts; here its main runs as a process.
+describe("http-orders example main", () => {
+  for (const store of ["memory", "postgres"] as const) {
+    it.live(`serves on ${store} until SIGINT, then exits cleanly`, () =>
+      Effect.gen(function*() {
+        const run = yield* runsHttpMain(store, inject("databaseUrl"))
+        assert.include(run.output, store === "memory" ? "Using the in-memory store" : "Using DATABASE_URL")
+        assert.deepStrictEqual([run.created, run.got, run.etag], [201, 200, "\"1\""])
+        assert.deepInclude(run.body, { version: 1, ready: false })
+        assert.strictEqual(run.code, 0)
+      }).pipe(Effect.scoped), { timeout: 60_000 })
+  }
+})
