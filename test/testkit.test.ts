@@ -5,6 +5,7 @@
  * stalling a test that never adjusts the clock.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -128,6 +129,18 @@ describe("failing specifications fail with a readable AssertionError", () => {
       assert.include(error.message, "appended other events than expected")
       assert.include(error.message, `"name": "cups"`)
       assert.include(error.message, `"name": "kettle"`)
+    }))
+
+  it.effect("what vitest receives keeps expected and actual beside the message, for its diff", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        ChronicleTest.given(Order, [["order-1", [created("kettle")]]]).when(Mark("order-1", "kettle")).then([])
+      )
+      // @effect/vitest throws the first of Cause.prettyErrors of a failed test.
+      const [thrown] = Cause.prettyErrors(Cause.fail(error)) as Array<Error & { expected?: unknown; actual?: unknown }>
+      assert.include(thrown.message, "The command appended other events than expected.")
+      assert.deepStrictEqual(thrown.expected, [])
+      assert.deepStrictEqual(thrown.actual, [new ItemReady({ name: "kettle" }), new OrderReady()])
     }))
 
   it.effect("then: the command failed instead", () =>

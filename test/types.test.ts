@@ -11,6 +11,7 @@ import * as Schema from "effect/Schema"
 import { describe, expectTypeOf, it } from "vitest"
 import {
   Aggregate,
+  ChronicleTest,
   CommandHandler,
   type ConcurrencyError,
   type DeadlockError,
@@ -180,5 +181,20 @@ describe("error channels narrowed by the options", () => {
     expectTypeOf<Effect.Effect.Error<typeof appended>>().toEqualTypeOf<InvalidStreamIdError>()
     const appendedAt = Session.append(Door, "d", [new Opened()], { expectedVersion: 0 })
     expectTypeOf<Effect.Effect.Error<typeof appendedAt>>().toEqualTypeOf<InvalidStreamIdError | InvalidExpectedVersionError>()
+  })
+})
+
+describe("ChronicleTest typing", () => {
+  it("thenFails takes only a tag the command can fail with; when needs nothing the kit provides", () => {
+    const handler = CommandHandler.make(Door, {
+      id: (cmd: Close) => cmd.id,
+      decide: (_cmd, state) => Option.isNone(state) ? Effect.fail(new NotFound()) : [new Closed()]
+    })
+    const spec = ChronicleTest.given(Door, []).when(handler({ id: "d" }))
+    expectTypeOf(spec.thenFails("NotFound")).toEqualTypeOf<Effect.Effect<void, ChronicleTest.AssertionError>>()
+    // @ts-expect-error AlreadyClosed is not among the handler's errors
+    spec.thenFails("AlreadyClosed")
+    const needing = ChronicleTest.given(Door, []).when(Effect.zipRight(Service, handler({ id: "d" })))
+    expectTypeOf(needing.then([])).toEqualTypeOf<Effect.Effect<void, ChronicleTest.AssertionError, Service>>()
   })
 })
