@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
@@ -50,6 +51,13 @@ export interface MakeOptions {
   readonly lockTimeout?: Duration.DurationInput | undefined
   /** Keep up to this many Live aggregate states between sessions (off by default). */
   readonly liveStateCache?: number | undefined
+  /**
+   * The clock the store's waits run on: lock time-outs, `retry` back-off of
+   * commands, the projection daemon's polling and `waitForNonStale`. Default:
+   * the clock of the waiting fiber. `ChronicleTest.layer` sets a live clock
+   * here, so a test under `TestClock` never stalls on the store.
+   */
+  readonly waitClock?: Clock.Clock | undefined
 }
 
 /**
@@ -72,7 +80,8 @@ export const make = (
       defaultLockTimeout,
       liveStates: options?.liveStateCache !== undefined && options.liveStateCache > 0
         ? StateCache.make(options.liveStateCache)
-        : undefined
+        : undefined,
+      waitClock: options?.waitClock
     })
   })
 

@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -29,6 +30,8 @@ export interface Options {
    * decode.
    */
   readonly liveStateCache?: number | undefined
+  /** The clock lock time-outs, retry back-off and polling wait on (default: the waiting fiber's; see `EventStore.MakeOptions`). */
+  readonly waitClock?: Clock.Clock | undefined
 }
 
 /**

@@ -18,7 +18,7 @@ import type { EventStoreError } from "./Errors.js"
 import * as internal from "./internal/daemon.js"
 import * as Metrics from "./internal/daemonMetrics.js"
 import * as Queries from "./internal/daemonQueries.js"
-import { EventStore } from "./internal/store.js"
+import { EventStore, onWaitClock } from "./internal/store.js"
 import type { Position } from "./internal/readAll.js"
 import type * as Projection from "./Projection.js"
 
@@ -135,7 +135,7 @@ const queries = <A, E>(
 const standalone = (store: EventStore["Type"]): ProjectionDaemonShape => {
   const q = Queries.standalone(store.storage, store.projections)
   return {
-    waitForNonStale: (options) => Queries.waitForNonStale(q, options),
+    waitForNonStale: (options) => onWaitClock(store, Queries.waitForNonStale(q, options)),
     status: Queries.status(q),
     rebuild: (projection) => Queries.rebuild(q, projection)
   }

@@ -26,6 +26,7 @@ import type {
   StreamLockedError
 } from "./Errors.js"
 import type { EventEnvelope } from "./EventEnvelope.js"
+import type { Sets } from "./internal/input.js"
 import * as internal from "./internal/session.js"
 import { EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
@@ -123,6 +124,48 @@ export type FetchError =
   | InvalidExpectedVersionError
 
 /**
+ * Errors a fetch with options `O` can fail with: `InvalidExpectedVersionError`
+ * only when `O` sets an expected version.
+ *
+ * @since 0.2.0
+ */
+export type FetchErrorOf<O> =
+  | Exclude<FetchError, InvalidExpectedVersionError>
+  | (Sets<O, "expectedVersion"> extends true ? InvalidExpectedVersionError : never)
+
+/**
+ * Errors an exclusive fetch with options `O` can fail with: those of a fetch,
+ * the lock's (`StreamLockedError`, `DeadlockError`), and `InvalidOptionError`
+ * only when `O` sets a time-out.
+ *
+ * @since 0.2.0
+ */
+export type ExclusiveFetchErrorOf<O> =
+  | FetchErrorOf<O>
+  | StreamLockedError
+  | DeadlockError
+  | (Sets<O, "timeout"> extends true ? InvalidOptionError : never)
+
+/**
+ * Options of `append`.
+ *
+ * @since 0.2.0
+ */
+export interface AppendOptions {
+  readonly expectedVersion?: number | undefined
+}
+
+/**
+ * Errors `append` with options `O` can fail with: `InvalidExpectedVersionError`
+ * only when `O` sets an expected version.
+ *
+ * @since 0.2.0
+ */
+export type AppendErrorOf<O> =
+  | InvalidStreamIdError
+  | (Sets<O, "expectedVersion"> extends true ? InvalidExpectedVersionError : never)
+
+/**
  * Errors `saveChanges` can fail with.
  *
  * @since 0.1.0
@@ -135,16 +178,16 @@ export type SaveError = ConcurrencyError | DeadlockError | StreamExistsError | E
  * @since 0.1.0
  */
 export interface SessionShape {
-  readonly fetchForWriting: <S, E>(
+  readonly fetchForWriting: <S, E, const O extends FetchOptions = {}>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
-    options?: FetchOptions
-  ) => Effect.Effect<EventStream<S, E>, FetchError>
-  readonly fetchForExclusiveWriting: <S, E>(
+    options?: O
+  ) => Effect.Effect<EventStream<S, E>, FetchErrorOf<O>>
+  readonly fetchForExclusiveWriting: <S, E, const O extends ExclusiveFetchOptions = {}>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
-    options?: ExclusiveFetchOptions
-  ) => Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError | InvalidOptionError>
+    options?: O
+  ) => Effect.Effect<EventStream<S, E>, ExclusiveFetchErrorOf<O>>
   readonly fetchLatest: <S, E>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string
@@ -170,12 +213,12 @@ export interface SessionShape {
     id: string,
     events: Iterable<E>
   ) => Effect.Effect<void, InvalidStreamIdError>
-  readonly append: <S, E>(
+  readonly append: <S, E, const O extends AppendOptions = {}>(
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     id: string,
     events: Iterable<E>,
-    options?: { readonly expectedVersion?: number | undefined }
-  ) => Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError>
+    options?: O
+  ) => Effect.Effect<void, AppendErrorOf<O>>
   readonly saveChanges: Effect.Effect<SaveResult, SaveError>
   readonly loadDocument: <S>(
     projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
@@ -226,11 +269,11 @@ export const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E
  *
  * @since 0.1.0
  */
-export const fetchForWriting = <S, E>(
+export const fetchForWriting = <S, E, const O extends FetchOptions = {}>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
-  options?: FetchOptions
-): Effect.Effect<EventStream<S, E>, FetchError, Session> =>
+  options?: O
+): Effect.Effect<EventStream<S, E>, FetchErrorOf<O>, Session> =>
   Effect.flatMap(Session, (session) => session.fetchForWriting(aggregate, id, options))
 
 /**
@@ -239,11 +282,11 @@ export const fetchForWriting = <S, E>(
  *
  * @since 0.1.0
  */
-export const fetchForExclusiveWriting = <S, E>(
+export const fetchForExclusiveWriting = <S, E, const O extends ExclusiveFetchOptions = {}>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
-  options?: ExclusiveFetchOptions
-): Effect.Effect<EventStream<S, E>, FetchError | StreamLockedError | DeadlockError | InvalidOptionError, Session> =>
+  options?: O
+): Effect.Effect<EventStream<S, E>, ExclusiveFetchErrorOf<O>, Session> =>
   Effect.flatMap(Session, (session) => session.fetchForExclusiveWriting(aggregate, id, options))
 
 /**
@@ -309,12 +352,12 @@ export const startStream = <S, E>(
  *
  * @since 0.1.0
  */
-export const append = <S, E>(
+export const append = <S, E, const O extends AppendOptions = {}>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
   events: Iterable<E>,
-  options?: { readonly expectedVersion?: number | undefined }
-): Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError, Session> =>
+  options?: O
+): Effect.Effect<void, AppendErrorOf<O>, Session> =>
   Effect.flatMap(Session, (session) => session.append(aggregate, id, events, options))
 
 /**

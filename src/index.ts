@@ -7,6 +7,8 @@
 
 /** @since 0.1.0 */
 export * as Aggregate from "./Aggregate.js"
+/** @since 0.2.0 */
+export * as ChronicleTest from "./ChronicleTest.js"
 /** @since 0.1.0 */
 export * as CommandHandler from "./CommandHandler.js"
 /** @since 0.1.0 */

@@ -14,11 +14,16 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Aggregate from "../Aggregate.js"
-import type { ConcurrencyError, DeadlockError, InvalidOptionError, StreamLockedError } from "../Errors.js"
+import type {
+  ConcurrencyError,
+  DeadlockError,
+  InvalidOptionError,
+  StreamLockedError
+} from "../Errors.js"
 import * as Session from "../Session.js"
 import * as SessionInternal from "./session.js"
 import * as Tracing from "./tracing.js"
-import { lockTimeout } from "./input.js"
+import { lockTimeout, type Sets } from "./input.js"
 import * as internal from "./store.js"
 
 /**
@@ -48,6 +53,20 @@ export interface WriteOptions {
   readonly retry?: Schedule.Schedule<any, ConcurrencyError | DeadlockError> | undefined
 }
 
+/**
+ * The failures a command can end with under options `O`: those of the fetch
+ * and the save, plus only what the options make possible
+ * (`InvalidExpectedVersionError` with an expected version, `StreamLockedError`
+ * when exclusive, `InvalidOptionError` with a time-out).
+ *
+ * @since 0.2.0
+ */
+export type WriteError<O> =
+  | Session.FetchErrorOf<O>
+  | Session.SaveError
+  | ("exclusive" extends keyof O ? true extends O["exclusive" & keyof O] ? StreamLockedError : never : never)
+  | (Sets<O, "timeout"> extends true ? InvalidOptionError : never)
+
 const collectAppended = <S, E>(stream: Session.EventStream<S, E>) => {
   const events: Array<E> = []
   const wrapped: Session.EventStream<S, E> = {
@@ -67,16 +86,36 @@ const collectAppended = <S, E>(stream: Session.EventStream<S, E>) => {
  *
  * @since 0.1.0
  */
-export const writeToAggregate = <S, E, Err, R>(
+export const writeToAggregate = <S, E, Err, R, const O extends WriteOptions = {}>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  f: (stream: Session.EventStream<S, E>) => Effect.Effect<void, Err, R>,
+  options?: O
+): Effect.Effect<HandlerResult<S, E>, Err | WriteError<O>, Exclude<R, Session.Session> | internal.EventStore> =>
+  // The failures the options rule out cannot happen at run time: only the type is narrowed.
+  write(aggregate, id, f, options) as Effect.Effect<HandlerResult<S, E>, any, Exclude<R, Session.Session> | internal.EventStore>
+
+// Retries `effect` on failure as `schedule` allows; the schedule's delays run
+// on the store's wait clock, the tries themselves on the fiber's own.
+const retrying = <A, Err, R>(
+  effect: Effect.Effect<A, Err, R>,
+  schedule: Schedule.Schedule<unknown, Err>
+): Effect.Effect<A, Err, R | internal.EventStore> =>
+  Effect.flatMap(Effect.zip(internal.EventStore, Schedule.driver(schedule)), ([store, driver]) => {
+    const loop: Effect.Effect<A, Err, R> = Effect.catchAll(effect, (error) =>
+      Effect.matchEffect(internal.onWaitClock(store, driver.next(error)), {
+        onFailure: () => Effect.fail(error),
+        onSuccess: () => loop
+      }))
+    return loop
+  })
+
+const write = <S, E, Err, R>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string,
   f: (stream: Session.EventStream<S, E>) => Effect.Effect<void, Err, R>,
   options?: WriteOptions
-): Effect.Effect<
-  HandlerResult<S, E>,
-  Err | Session.FetchError | Session.SaveError | StreamLockedError | InvalidOptionError,
-  Exclude<R, Session.Session> | internal.EventStore
-> => {
+) => {
   // A bad time-out fails at the call, exclusive or not, before any session starts.
   const timeout = options?.timeout === undefined ? undefined : lockTimeout("timeout", options.timeout)
   if (timeout !== undefined && Either.isLeft(timeout)) return Effect.fail(timeout.left)
@@ -117,7 +156,7 @@ export const writeToAggregate = <S, E, Err, R>(
       const tried = Tracing.span(once, "chronicle.command.attempt", { ...attributes, "chronicle.attempt": attempt })
       return attempt === 1 ? tried : Effect.zipRight(Metric.increment(Tracing.commandRetries), tried)
     })
-    return Effect.retry(each, onlyConflicts as any) as typeof once
+    return retrying(each, onlyConflicts)
   })
   return Tracing.span(attempts, "chronicle.command", attributes)
 }

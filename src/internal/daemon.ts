@@ -22,7 +22,7 @@ import type { Options, ProjectionDaemonShape } from "../ProjectionDaemon.js"
 import * as Batch from "./daemonBatch.js"
 import * as Metrics from "./daemonMetrics.js"
 import * as Queries from "./daemonQueries.js"
-import { EventStore, type EventStoreShape } from "./store.js"
+import { EventStore, type EventStoreShape, onWaitClock } from "./store.js"
 import * as Subscriber from "./subscriber.js"
 import * as Subscription from "../Subscription.js"
 
@@ -97,7 +97,8 @@ const deliver = (workers: Workers, subscription: Subscription.Subscription<any, 
 // would otherwise hand the worker its uninterruptible mode.
 const start = (workers: Workers, projection: Projection.Projection) =>
   Effect.tap(
-    Effect.forkIn(Effect.interruptible(run(workers, projection)), workers.scope),
+    // The worker polls and backs off on the store's wait clock, whoever starts it (a rebuild's finalizer too).
+    Effect.forkIn(Effect.interruptible(onWaitClock(workers.store, run(workers, projection))), workers.scope),
     (fiber) => Effect.sync(() => workers.fibers.set(Batch.keyOf(Batch.refOf(projection)), fiber))
   )
 
@@ -143,7 +144,7 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
     // Subscriptions run beside projections, each in its own fiber: a stuck one holds nothing else back.
     yield* Effect.forEach(
       subscriptions,
-      (subscription) => Effect.forkIn(Effect.interruptible(deliver(workers, subscription)), workers.scope),
+      (subscription) => Effect.forkIn(Effect.interruptible(onWaitClock(store, deliver(workers, subscription))), workers.scope),
       { discard: true }
     )
 
@@ -155,7 +156,7 @@ export const make = (options?: Options): Effect.Effect<ProjectionDaemonShape, ne
       local: { leaders: workers.leaders, errors: workers.errors, stepAside: (projection) => stepAside(workers, projection) }
     }
     return {
-      waitForNonStale: (waitOptions) => Queries.waitForNonStale(queries, waitOptions),
+      waitForNonStale: (waitOptions) => onWaitClock(store, Queries.waitForNonStale(queries, waitOptions)),
       status: Queries.status(queries),
       rebuild: (projection) => Queries.rebuild(queries, projection)
     } satisfies ProjectionDaemonShape

@@ -49,3 +49,11 @@ export const lockTimeout = (option: string, input: Duration.DurationInput): Eith
   }
   return Either.right(duration)
 }
+
+/**
+ * @internal whether an options type sets option `K` to something other than
+ * undefined: true when it may (a wide options type counts as setting it), so
+ * an error channel narrowed by it never leaves out a possible failure.
+ */
+export type Sets<O, K extends PropertyKey> = K extends keyof O ? [Exclude<O[K], undefined>] extends [never] ? false : true
+  : false

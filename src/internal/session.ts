@@ -21,7 +21,7 @@ import { lockTimeout } from "./input.js"
 import * as Rehydrate from "./rehydrate.js"
 import * as Save from "./save.js"
 import * as Tracing from "./tracing.js"
-import { currentMetadata, currentTenant, type EventStoreShape } from "./store.js"
+import { currentMetadata, currentTenant, type EventStoreShape, onWaitClock } from "./store.js"
 import * as UnitOfWork from "./unitOfWork.js"
 
 /** @internal the state of one session, shared by its operations. */
@@ -82,7 +82,14 @@ const fetchAttributes = (aggregate: Aggregate.Any, id: string, expected?: unknow
     : { "chronicle.stream_id": id, "chronicle.aggregate": aggregate.name, "chronicle.expected_version": expected }
 const versionOf = (stream: { readonly version: number }): Tracing.Attributes => ({ "chronicle.version": stream.version })
 
-const fetchForWriting = (ctx: Context): Session.SessionShape["fetchForWriting"] => (aggregate, id, options) =>
+// The operations below are typed with their widest error channels; the
+// session's face narrows them by the options given (see `unsafeMake`).
+const fetchForWriting = (ctx: Context) =>
+<S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  options?: Session.FetchOptions
+): Effect.Effect<Session.EventStream<S, E>, Session.FetchError> =>
   Tracing.span(Effect.withFiberRuntime((fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return Effect.fail(invalid)
@@ -94,7 +101,12 @@ const fetchForWriting = (ctx: Context): Session.SessionShape["fetchForWriting"] 
     )
   }), "chronicle.fetchForWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
 
-const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForExclusiveWriting"] => (aggregate, id, options) =>
+const fetchForExclusiveWriting = (ctx: Context) =>
+<S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  options?: Session.ExclusiveFetchOptions
+) =>
   Tracing.span(Tracing.timed(Effect.gen(function*() {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return yield* invalid
@@ -102,7 +114,7 @@ const fetchForExclusiveWriting = (ctx: Context): Session.SessionShape["fetchForE
       ? ctx.store.defaultLockTimeout
       : yield* lockTimeout("timeout", options.timeout)
     const tenant = yield* FiberRef.get(currentTenant)
-    yield* Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout)
+    yield* onWaitClock(ctx.store, Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout))
     const loaded = yield* ctx.loadLatest(aggregate, tenant, id)
     return yield* streamFor(ctx, aggregate, tenant, id, loaded, options)
   }), "fetch", aggregate.name).pipe(
@@ -185,8 +197,14 @@ const startStream = (ctx: Context): Session.SessionShape["startStream"] => (aggr
     (tenant) => appendTo(ctx, UnitOfWork.pendingFor(ctx.uow, aggregate, tenant, id, "start", 0), aggregate, events)
   )
 
-const append = (ctx: Context): Session.SessionShape["append"] => (aggregate, id, events, options) =>
-  Effect.withFiberRuntime((fiber) => {
+const append = (ctx: Context) =>
+<S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  id: string,
+  events: Iterable<E>,
+  options?: Session.AppendOptions
+) =>
+  Effect.withFiberRuntime((fiber): Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError> => {
     const invalid = invalidInput(id, options?.expectedVersion)
     if (invalid !== undefined) return Effect.fail(invalid)
     const tenant = fiber.getFiberRef(currentTenant)
@@ -260,13 +278,14 @@ export const unsafeMake = (store: EventStoreShape): { readonly session: Session.
   const knownAt: Inline.KnownAt = (entry, version) => UnitOfWork.knownAt(uow, entry as UnitOfWork.Pending, version)
   const ctx: Context = { store, storage: store.storage, registry: store.projections, uow, knownAt, exclusive, ops, load, loadLatest }
   const session: Session.SessionShape = {
-    fetchForWriting: fetchForWriting(ctx),
-    fetchForExclusiveWriting: fetchForExclusiveWriting(ctx),
+    // Narrowed by the options: what they rule out cannot happen at run time.
+    fetchForWriting: fetchForWriting(ctx) as Session.SessionShape["fetchForWriting"],
+    fetchForExclusiveWriting: fetchForExclusiveWriting(ctx) as Session.SessionShape["fetchForExclusiveWriting"],
     fetchLatest: fetchLatest(ctx),
     aggregateStream: aggregateStream(ctx),
     readStream: readStream(ctx),
     startStream: startStream(ctx),
-    append: append(ctx),
+    append: append(ctx) as Session.SessionShape["append"],
     saveChanges: saveChanges(ctx),
     loadDocument: loadDocument(ctx)
   }
