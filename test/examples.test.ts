@@ -104,6 +104,14 @@ for (const store of [memoryStore, pgStore()]) {
         assert.match(lines[1], /^ {2}chronicle\.command\.attempt .*attempt=1.* FAILED ConcurrencyError$/)
         assert.match(lines[5], /^ {2}chronicle\.command\.attempt .*attempt=2\)$/)
         assert.match(lines[6], /^ {4}chronicle\.fetchForWriting .*version=2/)
+        // Under each operation, the statements it ran: PostgreSQL's only, each named.
+        const statements = all.filter((l) => l.trim().startsWith("sql.execute"))
+        if (store.name === "memory") assert.deepStrictEqual(statements, [])
+        else {
+          const last = all.slice(all.lastIndexOf(lines[7]))
+          assert.deepStrictEqual(last.slice(1).map((l) => l.trim()), ["sql.execute (statement=save_exact_plain_one)"])
+          for (const l of statements) assert.match(l, /^ {6}sql\.execute \(statement=\w+\)$/)
+        }
       }))
 
     it.effect("order-fulfilment tells its whole story", () =>
