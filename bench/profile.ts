@@ -5,7 +5,8 @@
  *   npx tsc -p tsconfig.bench.json
  *   MODE=command W=8 node --cpu-prof .bench-dist/bench/profile.js
  *
- *   MODE  append | command (default append)   W  concurrent writers (default 8)
+ *   MODE  append | command | fetch (default append; fetch: a Live fetch of a 1,000-event stream)
+ *   W     concurrent writers (default 8)
  *   N     operations (default 20000)          DATABASE_URL  the server (default the local one)
  *   CONTENDER  chronicle | raw (default chronicle): raw runs the benchmark's raw SQL
  *              contender the same way, for Node CPU per operation side by side
@@ -29,7 +30,8 @@ const mode = process.env.MODE ?? "append"
 const tracing = process.env.TRACING === "1"
 const contender = `${process.env.CONTENDER ?? "chronicle"}${tracing ? " (tracing on)" : ""}`
 // A multiple of W for any W up to 1024 that divides it: no two workers meet on a stream.
-const ids = Array.from({ length: 1024 }, (_, i) => `s-${i}`)
+const ids = mode === "fetch" ? Array.from({ length: 16 }, (_, i) => `s-${i}`) : Array.from({ length: 1024 }, (_, i) => `s-${i}`)
+const seedEvents = mode === "fetch" ? 1000 : 10
 
 const loop = async (op: (id: string) => Promise<unknown>) => {
   let n = 0
@@ -49,8 +51,8 @@ const loop = async (op: (id: string) => Promise<unknown>) => {
 const main = async () => {
   if (contender.startsWith("raw")) {
     await raw.setup(url)
-    await raw.seed(ids, 10)
-    await loop(mode === "append" ? raw.append : raw.command)
+    await raw.seed(ids, seedEvents)
+    await loop(mode === "append" ? raw.append : mode === "fetch" ? raw.fetch : raw.command)
     await raw.teardown()
     return
   }
@@ -62,9 +64,15 @@ const main = async () => {
   ))
   await rt.runPromise(Effect.void)
   const one = new Incremented({ by: 1 })
-  for (const id of ids) await rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, Array.from({ length: 10 }, () => one)), Session.saveChanges)))
+  for (const id of ids) {
+    for (let i = 0; i < seedEvents; i += 100) {
+      await rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, Array.from({ length: Math.min(100, seedEvents - i) }, () => one)), Session.saveChanges)))
+    }
+  }
   await loop(mode === "append"
     ? (id) => rt.runPromise(Session.run(Effect.zipRight(Session.append(Counter, id, [one]), Session.saveChanges)))
+    : mode === "fetch"
+    ? (id) => rt.runPromise(Session.run(Effect.map(Session.fetchForWriting(Counter, id), (s) => s.aggregate)))
     : (id) => rt.runPromise(Session.run(Effect.gen(function*() {
       const stream = yield* Session.fetchForWriting(Counter, id)
       yield* stream.appendOne(one)
