@@ -22,6 +22,7 @@ import type {
   InvalidExpectedVersionError,
   InvalidOptionError,
   InvalidStreamIdError,
+  StreamArchivedError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
@@ -117,6 +118,7 @@ export interface SaveResult {
  */
 export type FetchError =
   | ConcurrencyError
+  | StreamArchivedError
   | EventStoreError
   | EventDecodeError
   | InvalidStreamIdError
@@ -127,7 +129,13 @@ export type FetchError =
  *
  * @since 0.1.0
  */
-export type SaveError = ConcurrencyError | DeadlockError | StreamExistsError | EventEncodeError | EventStoreError
+export type SaveError =
+  | ConcurrencyError
+  | DeadlockError
+  | StreamExistsError
+  | StreamArchivedError
+  | EventEncodeError
+  | EventStoreError
 
 /**
  * The session's operations (see the module-level functions for their meaning).
@@ -176,6 +184,7 @@ export interface SessionShape {
     events: Iterable<E>,
     options?: { readonly expectedVersion?: number | undefined }
   ) => Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError>
+  readonly archiveStream: (id: string) => Effect.Effect<void, InvalidStreamIdError>
   readonly saveChanges: Effect.Effect<SaveResult, SaveError>
   readonly loadDocument: <S>(
     projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
@@ -316,6 +325,20 @@ export const append = <S, E>(
   options?: { readonly expectedVersion?: number | undefined }
 ): Effect.Effect<void, InvalidStreamIdError | InvalidExpectedVersionError, Session> =>
   Effect.flatMap(Session, (session) => session.append(aggregate, id, events, options))
+
+/**
+ * Archives a stream at `saveChanges`, atomically with the rest of the session
+ * (after its events, so a last event and the archiving are one save). An
+ * archived stream is still read (`fetchLatest`, `aggregateStream`,
+ * `readStream`) but no longer written: fetches for writing fail with
+ * `StreamArchivedError`, and so does a save appending to it. `EventStore.readAll`,
+ * subscriptions and projections leave its events out. Archiving twice is
+ * archiving once; an id with no events is left alone (it does not reserve the id).
+ *
+ * @since 0.2.0
+ */
+export const archiveStream = (id: string): Effect.Effect<void, InvalidStreamIdError, Session> =>
+  Effect.flatMap(Session, (session) => session.archiveStream(id))
 
 /**
  * The stored document of a snapshot or multi-stream projection, exactly as

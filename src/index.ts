@@ -47,6 +47,7 @@ export {
   InvalidOptionError,
   InvalidStreamIdError,
   InvalidTenantIdError,
+  StreamArchivedError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
