@@ -57,8 +57,45 @@ export type Event<A> = A extends Aggregate<any, infer E, any, any> ? E : never
 export interface Codec<E> {
   readonly encode: (event: E) => Either.Either<{ readonly type: string; readonly data: unknown }, string>
   readonly decode: (type: string, data: unknown) => Either.Either<E, string>
-  /** The event types the schema knows, when they can be read off it (tagged classes, structs and unions of them). */
+  /**
+   * The event types the schema knows, when they can be read off it (tagged
+   * classes, structs and unions of them), and the old names of `eventTypeAliases`.
+   */
   readonly tags: ReadonlySet<string> | undefined
+  /** The type name a stored type is read as: its alias target, or itself. */
+  readonly typeOf: (type: string) => string
+}
+
+/**
+ * Old event type names mapped to the current ones, applied when stored events
+ * are read (an event renamed from `OldName` to `NewName`: `{ OldName: "NewName" }`).
+ * New events are written under their current name.
+ *
+ * @since 0.2.0
+ */
+export type EventTypeAliases = Readonly<Record<string, string>>
+
+// Checks the aliases against the schema's tags (when known): an alias must name
+// a current type, and must not itself be one (that type would be unreadable).
+const checkAliases = (owner: string, aliases: EventTypeAliases | undefined, tags: ReadonlyArray<string> | undefined) => {
+  if (aliases === undefined) return undefined
+  if (aliases === null || typeof aliases !== "object" || Array.isArray(aliases)) {
+    throw new TypeError(`${owner}: eventTypeAliases must be an object of old type names to current ones`)
+  }
+  const map = new Map<string, string>()
+  for (const [from, to] of Object.entries(aliases)) {
+    if (typeof to !== "string" || to.length === 0) {
+      throw new TypeError(`${owner}: eventTypeAliases["${from}"] must be a current event type name, got ${JSON.stringify(to)}`)
+    }
+    if (tags !== undefined && !tags.includes(to)) {
+      throw new TypeError(`${owner}: eventTypeAliases["${from}"] names "${to}", which is not an event type of its Schema (${tags.join(", ")})`)
+    }
+    if (tags !== undefined && tags.includes(from)) {
+      throw new TypeError(`${owner}: eventTypeAliases["${from}"]: "${from}" is a current event type, it cannot be an alias`)
+    }
+    map.set(from, to)
+  }
+  return map
 }
 
 const tagsOf = (ast: SchemaAST.AST): Array<string> | undefined => {
@@ -179,8 +216,14 @@ export const toJson = (value: unknown): Either.Either<unknown, string> => {
 }
 
 /** @internal */
-export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
+export const makeCodec = <E, EI>(
+  schema: Schema.Schema<E, EI>,
+  eventTypeAliases?: EventTypeAliases,
+  owner = "Aggregate.make"
+): Codec<E> => {
   const tags = tagsOf(schema.ast)
+  const aliases = checkAliases(owner, eventTypeAliases, tags)
+  const typeOf = aliases === undefined ? (type: string) => type : (type: string) => aliases.get(type) ?? type
   const encode = Schema.encodeEither(schema as Schema.Schema<E, EI, never>)
   const decode = Schema.decodeUnknownEither(schema as Schema.Schema<E, EI, never>)
   return {
@@ -198,14 +241,17 @@ export const makeCodec = <E, EI>(schema: Schema.Schema<E, EI>): Codec<E> => {
           return Either.map(toJson(data), (json) => ({ type: _tag as string, data: json }))
         }
       }),
-    decode: (type, data) => {
+    decode: (stored, data) => {
+      // An old name is read as the current one: its Schema decodes it, as any other.
+      const type = typeOf(stored)
       const decoded = decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type })
       // A Right carries no error: reused as it is rather than rebuilt.
       return Either.isRight(decoded)
         ? decoded as unknown as Either.Either<E, string>
         : Either.left(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
     },
-    tags: tags === undefined ? undefined : new Set(tags)
+    tags: tags === undefined ? undefined : new Set([...tags, ...(aliases?.keys() ?? [])]),
+    typeOf
   }
 }
 
@@ -256,6 +302,8 @@ export const make = <S, E, EI, SI = unknown>(options: {
   readonly state?: Schema.Schema<S, SI> | undefined
   readonly initial: S
   readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
+  /** Old event type names read as current ones (events renamed since they were stored). */
+  readonly eventTypeAliases?: EventTypeAliases | undefined
 }): Aggregate<S, E, EI, SI> => {
   if (typeof options.name !== "string" || options.name.length === 0) {
     throw new TypeError("Aggregate.make: name must be a non-empty string")
@@ -266,7 +314,7 @@ export const make = <S, E, EI, SI = unknown>(options: {
     state: options.state,
     initial: options.initial,
     evolve: options.evolve,
-    codec: makeCodec(options.events)
+    codec: makeCodec(options.events, options.eventTypeAliases, `Aggregate.make(${options.name})`)
   }
 }
 

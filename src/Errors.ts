@@ -55,6 +55,21 @@ export class DeadlockError extends Schema.TaggedError<DeadlockError>()("Deadlock
 }
 
 /**
+ * The stream is archived (`Session.archiveStream`): it can still be read, but
+ * no longer fetched for writing or appended to. Nothing of the failing save
+ * was written; retrying cannot help, so the command workflow does not.
+ *
+ * @since 0.2.0
+ */
+export class StreamArchivedError extends Schema.TaggedError<StreamArchivedError>()("StreamArchivedError", {
+  streamId: Schema.String
+}) {
+  get message(): string {
+    return `Stream "${this.streamId}" is archived: it can be read but not written to`
+  }
+}
+
+/**
  * `startStream` was asked to create a stream whose id is already taken.
  *
  * @since 0.1.0

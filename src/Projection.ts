@@ -102,6 +102,8 @@ export const multiStream = <S, E, SI, EI>(options: {
   readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
   readonly lifecycle: "Inline" | "Async"
   readonly version?: number | undefined
+  /** Old event type names read as current ones (events renamed since they were stored). */
+  readonly eventTypeAliases?: Aggregate.EventTypeAliases | undefined
 }): MultiStream<S, E> => ({
   _tag: "MultiStream",
   name: options.name,
@@ -112,6 +114,6 @@ export const multiStream = <S, E, SI, EI>(options: {
   evolve: options.evolve,
   lifecycle: options.lifecycle,
   version: checkVersion(options.name, options.version),
-  codec: Aggregate.makeCodec(options.events),
+  codec: Aggregate.makeCodec(options.events, options.eventTypeAliases, `Projection.multiStream(${options.name})`),
   stateCodec: Aggregate.makeStateCodec(options.state)
 })

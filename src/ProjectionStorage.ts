@@ -47,6 +47,8 @@ export const isAfter = (a: Checkpoint, b: Checkpoint): boolean =>
 export interface LoggedEvent extends StoredEvent {
   readonly streamType: string
   readonly txId: bigint
+  /** Whether its stream is archived (as of the read): projections pass over such events. */
+  readonly archived?: boolean | undefined
 }
 
 /**
@@ -61,6 +63,8 @@ export interface LogFilter {
   readonly types?: ReadonlyArray<string> | undefined
   /** Only events of streams of these types (aggregate names). */
   readonly streamTypes?: ReadonlyArray<string> | undefined
+  /** Also the events of archived streams (left out by default). */
+  readonly includeArchived?: boolean | undefined
 }
 
 /**

@@ -22,6 +22,7 @@ import type {
   InvalidExpectedVersionError,
   InvalidOptionError,
   InvalidStreamIdError,
+  StreamArchivedError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"
@@ -118,6 +119,7 @@ export interface SaveResult {
  */
 export type FetchError =
   | ConcurrencyError
+  | StreamArchivedError
   | EventStoreError
   | EventDecodeError
   | InvalidStreamIdError
@@ -170,7 +172,13 @@ export type AppendErrorOf<O> =
  *
  * @since 0.1.0
  */
-export type SaveError = ConcurrencyError | DeadlockError | StreamExistsError | EventEncodeError | EventStoreError
+export type SaveError =
+  | ConcurrencyError
+  | DeadlockError
+  | StreamExistsError
+  | StreamArchivedError
+  | EventEncodeError
+  | EventStoreError
 
 /**
  * The session's operations (see the module-level functions for their meaning).
@@ -219,6 +227,7 @@ export interface SessionShape {
     events: Iterable<E>,
     options?: O
   ) => Effect.Effect<void, AppendErrorOf<O>>
+  readonly archiveStream: (id: string) => Effect.Effect<void, InvalidStreamIdError>
   readonly saveChanges: Effect.Effect<SaveResult, SaveError>
   readonly loadDocument: <S>(
     projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
@@ -359,6 +368,20 @@ export const append = <S, E, const O extends AppendOptions = {}>(
   options?: O
 ): Effect.Effect<void, AppendErrorOf<O>, Session> =>
   Effect.flatMap(Session, (session) => session.append(aggregate, id, events, options))
+
+/**
+ * Archives a stream at `saveChanges`, atomically with the rest of the session
+ * (after its events, so a last event and the archiving are one save). An
+ * archived stream is still read (`fetchLatest`, `aggregateStream`,
+ * `readStream`) but no longer written: fetches for writing fail with
+ * `StreamArchivedError`, and so does a save appending to it. `EventStore.readAll`,
+ * subscriptions and projections leave its events out. Archiving twice is
+ * archiving once; an id with no events is left alone (it does not reserve the id).
+ *
+ * @since 0.2.0
+ */
+export const archiveStream = (id: string): Effect.Effect<void, InvalidStreamIdError, Session> =>
+  Effect.flatMap(Session, (session) => session.archiveStream(id))
 
 /**
  * The stored document of a snapshot or multi-stream projection, exactly as

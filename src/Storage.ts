@@ -31,6 +31,15 @@ export interface StoredEvent {
 }
 
 /**
+ * A stream's events as a read gives them, and whether the stream is archived
+ * (the read tells, in the same round trip, so that a fetch for writing needs
+ * no second one to refuse an archived stream).
+ *
+ * @since 0.2.0
+ */
+export type StreamEvents = ReadonlyArray<StoredEvent> & { readonly archived?: boolean | undefined }
+
+/**
  * Encoded event metadata.
  *
  * @since 0.1.0
@@ -157,6 +166,12 @@ export interface CommitBatch {
   /** Documents known before the insert (Inline snapshots): written by the same statement. */
   readonly documents?: ReadonlyArray<DocumentWrite> | undefined
   readonly inline?: InlineWork | undefined
+  /**
+   * Streams to archive, after the events are in, in the same transaction
+   * (`Session.archiveStream`). A stream with no events is left alone; one
+   * already archived stays so.
+   */
+  readonly archive?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -191,6 +206,8 @@ export interface Conflict {
   readonly streamId: string
   readonly expected: number
   readonly actual: number
+  /** The stream is archived: nothing may be appended to it, whatever the expectation. */
+  readonly archived?: boolean | undefined
 }
 
 /**
@@ -236,6 +253,8 @@ export interface ReadOptions {
 export interface SnapshotLoad {
   readonly snapshot: StoredDocument | undefined
   readonly tail: ReadonlyArray<StoredEvent>
+  /** Whether the stream is archived. */
+  readonly archived?: boolean | undefined
 }
 
 /**
@@ -245,7 +264,7 @@ export interface SnapshotLoad {
  */
 export interface Operations {
   /** The tenant's stream's events in version order (empty for a stream with no events). */
-  readonly readStream: (tenantId: string, streamId: string, options?: ReadOptions) => Effect.Effect<ReadonlyArray<StoredEvent>, EventStoreError>
+  readonly readStream: (tenantId: string, streamId: string, options?: ReadOptions) => Effect.Effect<StreamEvents, EventStoreError>
   /**
    * In one round trip: the stream's stored snapshot of the newest of
    * `projectionVersions` that has one, and the events after it (all events without one).

@@ -99,9 +99,11 @@ export const make = <E, EI, Err = never, R = never>(options: {
   readonly retry?: Schedule.Schedule<unknown, Err> | undefined
   readonly onFailure?: OnFailure | undefined
   readonly batchSize?: number | undefined
+  /** Old event type names read as current ones (events renamed since they were stored). */
+  readonly eventTypeAliases?: Aggregate.EventTypeAliases | undefined
 }): Subscription<E, R> => {
   const name = checkName(options.name)
-  const codec = Aggregate.makeCodec(options.events)
+  const codec = Aggregate.makeCodec(options.events, options.eventTypeAliases, `Subscription ${name}`)
   if (codec.tags === undefined) {
     throw new TypeError(`Subscription ${name}: events must be tagged (a TaggedClass, a TaggedStruct or a union of them)`)
   }

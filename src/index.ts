@@ -49,6 +49,7 @@ export {
   InvalidOptionError,
   InvalidStreamIdError,
   InvalidTenantIdError,
+  StreamArchivedError,
   StreamExistsError,
   StreamLockedError
 } from "./Errors.js"

@@ -23,6 +23,7 @@ import {
   type InvalidOptionError,
   type InvalidStreamIdError,
   Session,
+  type StreamArchivedError,
   type StreamExistsError,
   type StreamLockedError
 } from "effect-chronicle"
@@ -56,6 +57,7 @@ type Always =
   | EventEncodeError
   | EventStoreError
   | InvalidStreamIdError
+  | StreamArchivedError
 
 type ErrorOf<F> = F extends (...args: any) => Effect.Effect<any, infer E, any> ? E : never
 type ContextOf<F> = F extends (...args: any) => Effect.Effect<any, any, infer R> ? R : never
@@ -164,7 +166,7 @@ describe("error channels narrowed by the options", () => {
   })
 
   it("Session fetches and append", () => {
-    type Fetch = ConcurrencyError | EventStoreError | EventDecodeError | InvalidStreamIdError
+    type Fetch = ConcurrencyError | EventStoreError | EventDecodeError | InvalidStreamIdError | StreamArchivedError
     const fetched = Session.fetchForWriting(Door, "d")
     expectTypeOf<Effect.Effect.Error<typeof fetched>>().toEqualTypeOf<Fetch>()
     const atVersion = Session.fetchForWriting(Door, "d", { expectedVersion: 1 })

@@ -161,7 +161,10 @@ const apply = (
   batch: ReadonlyArray<Storage.LoggedEvent>
 ): Effect.Effect<Option.Option<Storage.Progress>, EventStoreError> =>
   Effect.gen(function*() {
-    const writes = yield* applyBatch(batching.storage, worker, projection, batch)
+    // Archived streams' events are passed over (as readAll and subscriptions do),
+    // but counted and checkpointed: the projection has looked at them.
+    const live = batch.some((e) => e.archived === true) ? batch.filter((e) => e.archived !== true) : batch
+    const writes = live.length === 0 ? [] : yield* applyBatch(batching.storage, worker, projection, live)
     const last = batch[batch.length - 1]
     const next: Storage.Progress = {
       checkpoint: { txId: last.txId, sequence: last.sequence },

@@ -37,6 +37,15 @@ export const make = <E>(position: Position, data: E, metadata: EventMetadata): E
 /** @internal the envelope of a stored event around its decoded data. */
 export const ofStored = <E>(stored: Storage.StoredEvent, data: E): EventEnvelope<E> => make(stored, data, stored.metadata)
 
+/**
+ * @internal the envelope of a stored event decoded by `codec`: its type the
+ * one it was read as (an alias's current name), as its data's `_tag`.
+ */
+export const ofDecoded = <E>(codec: Aggregate.Codec<any>, stored: Storage.StoredEvent, data: E): EventEnvelope<E> => {
+  const type = codec.typeOf(stored.type)
+  return type === stored.type ? make(stored, data, stored.metadata) : make({ ...stored, type }, data, stored.metadata)
+}
+
 /** @internal a stored event decoded by its aggregate's Schema, or the error naming it. */
 export const decodeStored = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
@@ -44,7 +53,7 @@ export const decodeStored = <S, E>(
 ): Either.Either<EventEnvelope<E>, EventDecodeError> => {
   const decoded = aggregate.codec.decode(stored.type, stored.data)
   return Either.isRight(decoded)
-    ? Either.right(ofStored(stored, decoded.right))
+    ? Either.right(ofDecoded(aggregate.codec, stored, decoded.right))
     : Either.left(
       new EventDecodeError({ streamId: stored.streamId, version: stored.version, eventType: stored.type, message: decoded.left })
     )

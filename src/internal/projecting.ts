@@ -70,7 +70,7 @@ export const viewEnvelope = (
 ): Either.Either<EventEnvelope<unknown> | undefined, EventStoreError> => {
   if (view.codec.tags !== undefined && !view.codec.tags.has(stored.type)) return Either.right(undefined)
   const decoded = view.codec.decode(stored.type, stored.data)
-  if (Either.isRight(decoded)) return Either.right(Envelope.ofStored(stored, decoded.right))
+  if (Either.isRight(decoded)) return Either.right(Envelope.ofDecoded(view.codec, stored, decoded.right))
   return view.codec.tags === undefined ? Either.right(undefined) : Either.left(failure(
     `Projection ${view.name}: event ${stored.type} (stream "${stored.streamId}", version ${stored.version}) does not decode: ${decoded.left}`
   ))

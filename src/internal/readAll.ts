@@ -45,6 +45,8 @@ export interface Options {
   readonly batchSize?: number | undefined
   /** Every tenant's events, not only the current tenant's (default false). */
   readonly allTenants?: boolean | undefined
+  /** Also the events of archived streams (`Session.archiveStream`), left out by default. */
+  readonly includeArchived?: boolean | undefined
   /** Live: how often to look for commits when no notification came (default 1 second). */
   readonly pollInterval?: Duration.DurationInput | undefined
 }
@@ -84,7 +86,8 @@ export const check = (options: Options | undefined, tenantId: string) =>
     const filter: Storage.LogFilter = {
       tenantId: options?.allTenants === true ? undefined : tenantId,
       types: yield* names("types", options?.types),
-      streamTypes: yield* names("streamTypes", options?.streamTypes)
+      streamTypes: yield* names("streamTypes", options?.streamTypes),
+      includeArchived: options?.includeArchived === true
     }
     return { after, batchSize, filter }
   })

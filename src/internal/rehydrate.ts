@@ -18,6 +18,8 @@ import type * as StateCache from "./stateCache.js"
 export interface Loaded<S> {
   readonly version: number
   readonly state: Option.Option<S>
+  /** Whether the stream is archived, as the read that loaded it told. */
+  readonly archived: boolean
 }
 
 /** @internal what loading needs from its session. */
@@ -37,14 +39,16 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
     aggregate: Aggregate.Aggregate<S, E, any, any>,
     from: Option.Option<S>,
     version: number,
-    rows: ReadonlyArray<Storage.StoredEvent>
+    rows: Storage.StreamEvents,
+    archived = rows.archived === true
   ): Effect.Effect<Loaded<S>, EventDecodeError> => {
     const envelopes = Envelope.decodeAll(aggregate, rows)
     if (Either.isLeft(envelopes)) return Effect.fail(envelopes.left)
     const list = envelopes.right
     return Effect.succeed({
       version: list.length === 0 ? version : list[list.length - 1].version,
-      state: Aggregate.foldFrom(aggregate, from, list)
+      state: Aggregate.foldFrom(aggregate, from, list),
+      archived
     })
   }
 
@@ -71,8 +75,8 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
       if (joined) return load(aggregate, tenant, id)
       const key = streamKey(tenant, id)
       // Folds `rows` onto `from` and keeps the result, with the sequence of its last event.
-      const foldAndKeep = (from: Option.Option<S>, version: number, rows: ReadonlyArray<Storage.StoredEvent>) =>
-        Effect.map(foldRows(aggregate, from, version, rows), (loaded) => {
+      const foldAndKeep = (from: Option.Option<S>, version: number, rows: ReadonlyArray<Storage.StoredEvent>, archived: boolean) =>
+        Effect.map(foldRows(aggregate, from, version, rows, archived), (loaded) => {
           if (rows.length > 0 && Option.isSome(loaded.state)) {
             const data = codec.encode(loaded.state.value)
             if (Either.isRight(data)) {
@@ -81,7 +85,7 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
           }
           return loaded
         })
-      const loadAll = () => Effect.flatMap(ops().readStream(tenant, id), (rows) => foldAndKeep(Option.none(), 0, rows))
+      const loadAll = () => Effect.flatMap(ops().readStream(tenant, id), (rows) => foldAndKeep(Option.none(), 0, rows, rows.archived === true))
       const kept = cache.get(key, aggregate)
       if (kept === undefined) return loadAll()
       const state = codec.decode(kept.data)
@@ -96,9 +100,10 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
           cache.delete(key)
           return loadAll()
         }
+        const archived = rows.archived === true
         return rows.length === 1
-          ? Effect.succeed<Loaded<S>>({ version: kept.version, state: Option.some(state.right) })
-          : foldAndKeep(Option.some(state.right), kept.version, rows.slice(1))
+          ? Effect.succeed<Loaded<S>>({ version: kept.version, state: Option.some(state.right), archived })
+          : foldAndKeep(Option.some(state.right), kept.version, rows.slice(1), archived)
       }).pipe(Effect.tapError(() => Effect.sync(() => cache.delete(key))))
     })
 
@@ -115,12 +120,12 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
     if (versions.length === 0) {
       return liveStates === undefined ? load(aggregate, tenant, id) : loadKept(aggregate, tenant, id, codec, liveStates)
     }
-    return Effect.flatMap(ops().loadSnapshot(tenant, id, aggregate.name, versions), ({ snapshot, tail }) => {
-      if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail)
+    return Effect.flatMap(ops().loadSnapshot(tenant, id, aggregate.name, versions), ({ archived, snapshot, tail }) => {
+      if (snapshot === undefined) return foldRows(aggregate, Option.none(), 0, tail, archived === true)
       const decoded = codec.decode(snapshot.data)
       // A snapshot the state Schema no longer reads is rebuilt from the events, not trusted.
       if (Either.isLeft(decoded)) return load(aggregate, tenant, id)
-      return foldRows(aggregate, Option.some(decoded.right), snapshot.streamVersion ?? 0, tail)
+      return foldRows(aggregate, Option.some(decoded.right), snapshot.streamVersion ?? 0, tail, archived === true)
     })
   }
 

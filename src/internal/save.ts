@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
 import * as Aggregate from "../Aggregate.js"
-import { ConcurrencyError, DeadlockError, EventEncodeError, StreamExistsError } from "../Errors.js"
+import { ConcurrencyError, DeadlockError, EventEncodeError, StreamArchivedError, StreamExistsError } from "../Errors.js"
 import type { EventMetadata } from "../EventEnvelope.js"
 import type * as Projections from "../Projections.js"
 import type { SaveError, SaveResult } from "../Session.js"
@@ -92,8 +92,10 @@ export const encodeBatch = (
 const conflictError = (
   saving: ReadonlyMap<string, UnitOfWork.Pending>,
   conflict: Storage.Conflict
-): ConcurrencyError | StreamExistsError =>
-  saving.get(conflict.streamId)?.mode === "start"
+): ConcurrencyError | StreamExistsError | StreamArchivedError =>
+  conflict.archived === true
+    ? new StreamArchivedError({ streamId: conflict.streamId })
+    : saving.get(conflict.streamId)?.mode === "start"
     ? new StreamExistsError({ streamId: conflict.streamId })
     : new ConcurrencyError({
       streamId: conflict.streamId,
@@ -126,13 +128,15 @@ export const save = (
   deps: Deps,
   target: Storage.Transaction | undefined,
   saving: ReadonlyMap<string, UnitOfWork.Pending>,
-  tenantId: string
+  tenantId: string,
+  archiving: ReadonlyArray<string> = []
 ): Effect.Effect<SaveResult, SaveError> => {
   const entries = Array.from(saving.values()).filter(UnitOfWork.hasWork)
   const encoded = encodeBatch(tenantId, entries)
   if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
-  const batch = encoded.right
-  if (entries.length === 0) {
+  // Archiving comes after the events, in the same commit: "append the last event and archive" is one save.
+  const batch: Storage.CommitBatch = archiving.length === 0 ? encoded.right : { ...encoded.right, archive: archiving }
+  if (entries.length === 0 && archiving.length === 0) {
     return target === undefined ? Effect.succeed({ streams: [] }) : Effect.as(target.commit(batch), { streams: [] })
   }
   const plan = Inline.plan(deps.registry, entries, batch, deps.knownAt)

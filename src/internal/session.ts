@@ -10,7 +10,13 @@ import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Aggregate from "../Aggregate.js"
-import { ConcurrencyError, EventStoreError, InvalidExpectedVersionError, InvalidStreamIdError } from "../Errors.js"
+import {
+  ConcurrencyError,
+  EventStoreError,
+  InvalidExpectedVersionError,
+  InvalidStreamIdError,
+  StreamArchivedError
+} from "../Errors.js"
 import type * as Session from "../Session.js"
 import type * as Storage from "../Storage.js"
 import * as StreamId from "../StreamId.js"
@@ -56,7 +62,9 @@ const streamFor = <S, E>(
   id: string,
   loaded: Rehydrate.Loaded<S>,
   options: Session.FetchOptions | undefined
-): Effect.Effect<Session.EventStream<S, E>, ConcurrencyError> => {
+): Effect.Effect<Session.EventStream<S, E>, ConcurrencyError | StreamArchivedError> => {
+  // The read that loaded the state told whether the stream is archived: no second round trip.
+  if (loaded.archived) return Effect.fail(new StreamArchivedError({ streamId: id }))
   if (options?.expectedVersion !== undefined && options.expectedVersion !== loaded.version) {
     return Effect.fail(
       new ConcurrencyError({ streamId: id, expectedVersion: options.expectedVersion, actualVersion: loaded.version })
@@ -226,12 +234,21 @@ const aggregatesOf = (saving: ReadonlyMap<string, UnitOfWork.Pending>): string =
   return Array.from(new Set(Array.from(saving.values(), (entry) => entry.aggregate.name))).sort().join(",")
 }
 
+const archiveStream = (ctx: Context): Session.SessionShape["archiveStream"] => (id) =>
+  Effect.zipRight(
+    StreamId.validate(id),
+    Effect.withFiberRuntime<void>((fiber) => {
+      UnitOfWork.archive(ctx.uow, fiber.getFiberRef(currentTenant), id)
+      return Effect.void
+    })
+  )
+
 // A save ends the unit of work, whatever its outcome: pending appends are
 // dropped (a retry fetches again), and the transaction of an exclusive fetch
 // ends, giving back its locks and its connection.
 const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.SaveError> =>
   Effect.withFiberRuntime((fiber) => {
-    const { saving, tenantId, tenants } = UnitOfWork.take(ctx.uow, fiber.getFiberRef(currentTenant))
+    const { archiving, saving, tenantId, tenants } = UnitOfWork.take(ctx.uow, fiber.getFiberRef(currentTenant))
     // A commit is one tenant's (the port's batch carries one tenant): pending work
     // of several tenants in one session is refused whole, so nothing is written.
     const effect: Effect.Effect<Session.SaveResult, Session.SaveError> = tenants.size > 1
@@ -242,7 +259,7 @@ const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.Sa
           }`
         })
       )
-      : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId)
+      : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId, archiving)
     const ended = Tracing.timed(
       ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive)),
       "save",
@@ -286,6 +303,7 @@ export const unsafeMake = (store: EventStoreShape): { readonly session: Session.
     readStream: readStream(ctx),
     startStream: startStream(ctx),
     append: append(ctx) as Session.SessionShape["append"],
+    archiveStream: archiveStream(ctx),
     saveChanges: saveChanges(ctx),
     loadDocument: loadDocument(ctx)
   }

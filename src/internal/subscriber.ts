@@ -66,7 +66,7 @@ const deliver = (
   const decoded = subscription.codec.decode(event.type, event.data)
   // A stored event its Schema rejects cannot succeed on a retry: it fails at once.
   if (Either.isLeft(decoded)) return Effect.succeed(Option.some(`EventDecodeError: ${decoded.left}`))
-  const envelope = Envelope.ofStored(event, decoded.right)
+  const envelope = Envelope.ofDecoded(subscription.codec, event, decoded.right)
   // Suspended: a handler that throws instead of failing fails like one that fails.
   const handled = Tracing.span(Effect.suspend(() => subscription.handle(envelope)), "chronicle.subscription.handle", {
     "chronicle.subscription": subscription.name,

@@ -44,13 +44,26 @@ export interface Pending {
 export interface UnitOfWork {
   readonly pending: Map<string, Pending>
   readonly identity: Map<string, Known<any>>
+  /** The streams to archive at the save (`archiveStream`), by stream key. */
+  readonly archives: Map<string, Archive>
+}
+
+/** @internal a stream to archive: its identity, (tenant, id). */
+export interface Archive {
+  readonly tenantId: string
+  readonly streamId: string
 }
 
 /** @internal an empty unit of work. */
-export const make = (): UnitOfWork => ({ pending: new Map(), identity: new Map() })
+export const make = (): UnitOfWork => ({ pending: new Map(), identity: new Map(), archives: new Map() })
 
 const streamKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
 const identityKey = (aggregate: Aggregate.Any, tenantId: string, id: string) => `${aggregate.name}\u0000${tenantId}\u0000${id}`
+
+/** @internal marks the tenant's stream for archiving at the save (twice is once). */
+export const archive = (uow: UnitOfWork, tenantId: string, streamId: string): void => {
+  uow.archives.set(streamKey(tenantId, streamId), { tenantId, streamId })
+}
 
 /** @internal the pending action of a stream, if it has one. */
 export const pendingOf = (uow: UnitOfWork, tenantId: string, id: string): Pending | undefined =>
@@ -148,6 +161,8 @@ export const remember = (
 export interface Taken {
   readonly tenantId: string
   readonly saving: ReadonlyMap<string, Pending>
+  /** The ids of the tenant's streams to archive. */
+  readonly archiving: ReadonlyArray<string>
   readonly tenants: ReadonlySet<string>
 }
 
@@ -157,12 +172,15 @@ export interface Taken {
  */
 export const take = (uow: UnitOfWork, currentTenant: string): Taken => {
   const all = Array.from(uow.pending.values())
+  const archives = Array.from(uow.archives.values())
   uow.pending.clear()
+  uow.archives.clear()
   const working = all.filter(hasWork)
-  const tenants = new Set(working.map((entry) => entry.tenantId))
-  const tenantId = working.length === 0 ? currentTenant : working[0].tenantId
+  const tenants = new Set([...working, ...archives].map((entry) => entry.tenantId))
+  const tenantId = working.length > 0 ? working[0].tenantId : archives.length > 0 ? archives[0].tenantId : currentTenant
   const saving = new Map(all.filter((entry) => entry.tenantId === tenantId).map((entry) => [entry.streamId, entry]))
-  return { tenantId, saving, tenants }
+  const archiving = archives.filter((entry) => entry.tenantId === tenantId).map((entry) => entry.streamId)
+  return { tenantId, saving, archiving, tenants }
 }
 
 /** @internal whether a pending action writes or asserts anything. */

@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Storage from "../Storage.js"
-import { docKey, type LoggedEvent, notify, type State } from "./state.js"
+import { docKey, type LoggedEvent, notify, type State, streamKey } from "./state.js"
 import * as Streams from "./streams.js"
 
 /** What the log adds to the store's state: each projection's progress and leadership, by refKey. */
@@ -53,7 +53,11 @@ const workerOf = (log: Log, ref: Storage.ProjectionRef): Storage.ProjectionWorke
   return {
     readAfter: (after, limit) =>
       Effect.sync(() =>
-        log.state.log.slice(indexAfter(log, after), indexAfter(log, after) + limit).map((e) => ({ ...e, txId: BigInt(e.commit) }))
+        log.state.log.slice(indexAfter(log, after), indexAfter(log, after) + limit).map((e) => ({
+          ...e,
+          txId: BigInt(e.commit),
+          archived: archivedStream(log.state, e)
+        }))
       ),
     readDocuments: (refs) => Streams.readDocuments(log.state, refs),
     progress: progressOf(log, ref),
@@ -96,7 +100,10 @@ const takeOver = (log: Log, ref: Storage.ProjectionRef): Effect.Effect<Storage.P
   return Effect.zipRight(waiting, Effect.as(lead(log, key, false), workerOf(log, ref)))
 }
 
-const passes = (event: LoggedEvent, filter: Storage.LogFilter) =>
+const archivedStream = (state: State, event: LoggedEvent) => state.streams.get(streamKey(event.tenantId, event.streamId))?.archived === true
+
+const passes = (state: State, event: LoggedEvent, filter: Storage.LogFilter) =>
+  (filter.includeArchived === true || !archivedStream(state, event)) &&
   (filter.tenantId === undefined || event.tenantId === filter.tenantId) &&
   (filter.types === undefined || filter.types.includes(event.type)) &&
   (filter.streamTypes === undefined || filter.streamTypes.includes(event.streamType))
@@ -109,7 +116,7 @@ const readLog = (log: Log, after: Storage.Checkpoint, limit: number, filter: Sto
   for (let i = from; i < to; i++) {
     const e = events[i]
     // Copies: what a reader gets is its own, as from a database.
-    if (passes(e, filter)) out.push({ ...e, data: structuredClone(e.data), metadata: structuredClone(e.metadata), txId: BigInt(e.commit) })
+    if (passes(log.state, e, filter)) out.push({ ...e, data: structuredClone(e.data), metadata: structuredClone(e.metadata), txId: BigInt(e.commit) })
   }
   return { events: out, end: to > from ? positionOf(events[to - 1]) : after, scanned: to - from }
 }

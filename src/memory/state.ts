@@ -14,6 +14,8 @@ export interface StreamRow {
   readonly aggregateType: string
   version: number
   readonly events: Array<LoggedEvent>
+  /** Archived (`Session.archiveStream`): read, never written again. */
+  archived: boolean
 }
 
 /** A stored event with what the projection daemon orders and filters by. */

@@ -13,13 +13,17 @@ import { docKey, type LoggedEvent, notify, type State, streamKey } from "./state
 // Reads yield to other fibers, as real I/O would, so that concurrent
 // commands interleave between fetch and save here as they do on a server.
 const readStream = (state: State, tenantId: string, id: string, options?: Storage.ReadOptions) =>
-  Effect.zipLeft(Effect.sync((): ReadonlyArray<Storage.StoredEvent> => {
+  Effect.zipLeft(Effect.sync((): Storage.StreamEvents => {
     const row = state.streams.get(streamKey(tenantId, id))
     if (row === undefined) return []
     const from = options?.fromVersion ?? 1
     const to = options?.toVersion ?? Number.POSITIVE_INFINITY
     const until = options?.toTimestamp?.getTime() ?? Number.POSITIVE_INFINITY
-    return row.events.filter((e) => e.version >= from && e.version <= to && e.timestamp.getTime() <= until)
+    const events: Array<Storage.StoredEvent> & { archived?: boolean } = row.events.filter((e) =>
+      e.version >= from && e.version <= to && e.timestamp.getTime() <= until
+    )
+    if (row.archived) events.archived = true
+    return events
   }), Effect.yieldNow())
 
 /** @internal stored documents by reference, as copies; missing ones are left out. */
@@ -35,10 +39,11 @@ const loadSnapshot = (state: State, tenantId: string, id: string, projection: st
       .map((projectionVersion) => state.documents.get(docKey({ projection, projectionVersion, tenantId, id })))
       .find((doc) => doc !== undefined)
     const after = snapshot?.streamVersion ?? 0
-    const events = state.streams.get(streamKey(tenantId, id))?.events ?? []
+    const row = state.streams.get(streamKey(tenantId, id))
     return {
       snapshot: snapshot === undefined ? undefined : structuredClone(snapshot),
-      tail: events.filter((e) => e.version > after)
+      tail: (row?.events ?? []).filter((e) => e.version > after),
+      archived: row?.archived === true
     }
   }), Effect.yieldNow())
 
@@ -61,9 +66,11 @@ export const apply = (state: State, batch: Storage.CommitBatch, now: number): Ei
   const { documents, streams } = state
   const conflicts: Array<Storage.Conflict> = []
   for (const write of batch.streams) {
-    const actual = streams.get(streamKey(batch.tenantId, write.streamId))?.version ?? 0
-    if (write.expected !== "any" && write.expected !== actual) {
-      conflicts.push({ streamId: write.streamId, expected: write.expected, actual })
+    const row = streams.get(streamKey(batch.tenantId, write.streamId))
+    const actual = row?.version ?? 0
+    // An archived stream takes nothing, whatever the expectation (as PostgreSQL's conditional update).
+    if (row?.archived === true || (write.expected !== "any" && write.expected !== actual)) {
+      conflicts.push({ streamId: write.streamId, expected: write.expected === "any" ? -1 : write.expected, actual, archived: row?.archived })
     }
   }
   if (conflicts.length > 0) return Either.right({ _tag: "Conflicted", conflicts })
@@ -94,6 +101,10 @@ export const apply = (state: State, batch: Storage.CommitBatch, now: number): Ei
   for (const write of [...(batch.documents ?? []), ...(outcome?.writes ?? [])]) {
     documents.set(docKey(write), structuredClone(write))
   }
+  for (const id of batch.archive ?? []) {
+    const row = streams.get(streamKey(batch.tenantId, id))
+    if (row !== undefined && row.version > 0) row.archived = true
+  }
   if (committed.some((c) => c.events.length > 0)) notify(state)
   return Either.right({ _tag: "Committed", streams: committed, states: outcome?.states })
 }
@@ -106,7 +117,7 @@ const append = (state: State, batch: Storage.CommitBatch, committed: ReadonlyArr
     if (write.events.length === 0) return
     let row = streams.get(streamKey(batch.tenantId, write.streamId))
     if (row === undefined) {
-      row = { aggregateType: write.aggregateType, version: 0, events: [] }
+      row = { aggregateType: write.aggregateType, version: 0, events: [], archived: false }
       streams.set(streamKey(batch.tenantId, write.streamId), row)
     }
     write.events.forEach((event, i) => {

@@ -22,7 +22,11 @@ import * as Streams from "./streams.js"
  */
 export const commitAs = (state: State, who: Locks.Owner, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> => {
   const { locks } = state
-  const ids = batch.streams.map((s) => streamKey(batch.tenantId, s.streamId)).filter((id) => !who.held.has(id)).sort()
+  // Archiving takes the stream's lock too, as PostgreSQL's update of its row does:
+  // it waits for a session holding it (an exclusive fetch) to save first.
+  const keys = batch.streams.map((s) => streamKey(batch.tenantId, s.streamId))
+  for (const id of batch.archive ?? []) keys.push(streamKey(batch.tenantId, id))
+  const ids = Array.from(new Set(keys)).filter((id) => !who.held.has(id)).sort()
   const taken: Array<string> = []
   const applyNow = Effect.flatMap(Clock.currentTimeMillis, (now) => Streams.apply(state, batch, now))
   const lockAll = Effect.forEach(ids, (id) => Effect.zipRight(locks.acquire(id, who), Effect.sync(() => void taken.push(id))), { discard: true })

@@ -71,6 +71,20 @@ const transactional = <A>(
       : Effect.scoped(Effect.flatMap(store.driver.reserve, (conn) => run(conn, 0, true)))
   })
 
+// The version rows of a failed save's streams: their version, and whether archived.
+type VersionRow = { readonly id: string; readonly version: string; readonly archived: boolean }
+const versionsOf = (store: Store, batch: Storage.CommitBatch, ids: ReadonlyArray<string>) =>
+  Effect.map(Spans.query<VersionRow>(store, "versions", [ids, batch.tenantId]), (rows) => new Map(rows.map((r) => [r.id, r])))
+const conflictOf = (write: Storage.StreamWrite, found: VersionRow | undefined): Storage.Conflict => ({
+  streamId: write.streamId,
+  expected: write.expected === "any" ? -1 : write.expected,
+  actual: found === undefined ? 0 : Number(found.version),
+  archived: found?.archived === true
+})
+
+/** Whether a batch archives streams: those take a transaction, and a statement after the events. */
+export const archives = (batch: Storage.CommitBatch): boolean => (batch.archive?.length ?? 0) > 0
+
 // One stream whose documents (if any) are its own Inline snapshot at the new version.
 const singleStream = (batch: Storage.CommitBatch) => {
   if (batch.streams.length !== 1 || batch.inline !== undefined) return undefined
@@ -134,9 +148,9 @@ const runSingle = (store: Store, plan: NonNullable<ReturnType<typeof singleStrea
       }
       if (oneEvent && appended.length === 1) version = appended[0].version
       if (version === undefined) {
-        return Effect.map(Spans.query<{ id: string; version: string }>(store, "versions", [[write.streamId], batch.tenantId]), (actual) => ({
+        return Effect.map(versionsOf(store, batch, [write.streamId]), (found): Storage.CommitResult => ({
           _tag: "Conflicted",
-          conflicts: [{ streamId: write.streamId, expected: expectedVersion, actual: actual.length === 0 ? 0 : Number(actual[0].version) }]
+          conflicts: [conflictOf(write, found.get(write.streamId))]
         }))
       }
       if (appended.length > 1) appended.sort((a, b) => a.version - b.version)
@@ -157,7 +171,15 @@ const runSingle = (store: Store, plan: NonNullable<ReturnType<typeof singleStrea
 export const run = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
   Effect.suspend(() => {
     const single = singleStream(batch)
-    return single === undefined ? runBatch(store, batch) : runSingle(store, single, batch)
+    const events: Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0
+      ? Effect.succeed({ _tag: "Committed", streams: [] })
+      : single === undefined
+      ? runBatch(store, batch)
+      : runSingle(store, single, batch)
+    if (!archives(batch)) return events
+    // After the events (the caller runs both in one transaction), once they passed.
+    return Effect.tap(events, (result) =>
+      result._tag === "Committed" ? Spans.query(store, "archive", [batch.archive, batch.tenantId]) : Effect.void)
   })
 
 const runBatch = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> =>
@@ -238,11 +260,8 @@ export const settle = (store: Store, batch: Storage.CommitBatch, sent: Sent) =>
     const failed = batch.streams.filter((w) => !sent.passed.has(w.streamId))
     const conflicts: Array<Storage.Conflict> = []
     if (failed.length > 0) {
-      const actual = yield* Spans.query<{ id: string; version: string }>(store, "versions", [failed.map((w) => w.streamId), batch.tenantId])
-      const found = new Map(actual.map((r) => [r.id, Number(r.version)]))
-      for (const w of failed) {
-        conflicts.push({ streamId: w.streamId, expected: w.expected === "any" ? -1 : w.expected, actual: found.get(w.streamId) ?? 0 })
-      }
+      const found = yield* versionsOf(store, batch, failed.map((w) => w.streamId))
+      for (const w of failed) conflicts.push(conflictOf(w, found.get(w.streamId)))
     }
     const committed = batch.streams.filter((w) => sent.passed.has(w.streamId)).map((w): Storage.CommittedStream => {
       const version = sent.passed.get(w.streamId)!
@@ -276,12 +295,12 @@ const runInline = (store: Store, work: Storage.InlineWork, committed: ReadonlyAr
  */
 export const conflictsAfter = (store: Store, batch: Storage.CommitBatch, error: SqlError): Effect.Effect<Storage.CommitResult, EventStoreError> =>
   Effect.flatMap(
-    Spans.query<{ id: string; version: string }>(store, "versions", [batch.streams.map((w) => w.streamId), batch.tenantId]),
-    (rows) => {
-      const found = new Map(rows.map((r) => [r.id, Number(r.version)]))
+    versionsOf(store, batch, batch.streams.map((w) => w.streamId)),
+    (found) => {
       const conflicts = batch.streams.flatMap((w) => {
-        const actual = found.get(w.streamId) ?? 0
-        return w.expected !== "any" && w.expected !== actual ? [{ streamId: w.streamId, expected: w.expected, actual }] : []
+        const row = found.get(w.streamId)
+        const actual = row === undefined ? 0 : Number(row.version)
+        return row?.archived === true || (w.expected !== "any" && w.expected !== actual) ? [conflictOf(w, row)] : []
       })
       if (conflicts.length > 0) return Effect.succeed<Storage.CommitResult>({ _tag: "Conflicted", conflicts })
       return sqlState(error) === "40P01"
@@ -301,7 +320,7 @@ const recover = (store: Store, batch: Storage.CommitBatch) => (e: SqlError | Eve
  */
 export const commitDirect = (store: Store, batch: Storage.CommitBatch): Effect.Effect<Storage.CommitResult, EventStoreError> =>
   Effect.catchAll(
-    batch.streams.length === 1 && batch.inline === undefined
+    batch.streams.length === 1 && batch.inline === undefined && !archives(batch)
       ? Effect.mapError(run(store, batch), (e) =>
         // One statement, committed by the server on its own: with its answer lost, it may have.
         connectionLost(e)

@@ -61,10 +61,11 @@ const progressOf = (store: Store, ref: Storage.ProjectionRef) =>
     Effect.mapError(wrap(`Reading the progress of projection ${ref.name} failed`))
   )
 
-const loggedOf = (row: LoggedRow): Storage.LoggedEvent => ({
+const loggedOf = (row: LoggedRow & { readonly archived?: boolean }): Storage.LoggedEvent => ({
   ...toStored(row.stream_id, row),
   streamType: row.stream_type,
-  txId: BigInt(row.tx_id)
+  txId: BigInt(row.tx_id),
+  archived: row.archived === true
 })
 
 // The advisory lock keys of a projection's leadership and of a takeover waiting for it.
@@ -263,7 +264,8 @@ export const make = (store: Store, claimInterval: Duration.DurationInput): Effec
         limit,
         filter.tenantId ?? null,
         filter.types ?? null,
-        filter.streamTypes ?? null
+        filter.streamTypes ?? null,
+        filter.includeArchived === true
       ]).pipe(
         Effect.map((rows): Storage.LogPage => {
           // The last row, when the page looked at any event, says where it ended and how many it looked at.

@@ -41,7 +41,7 @@ export const combinedReadStatements = Metric.counter("effect_chronicle_combined_
 
 const farFuture = new Date("9999-12-31T00:00:00Z")
 
-type Events = ReadonlyArray<Storage.StoredEvent>
+type Events = Storage.StreamEvents
 
 /**
  * A read waiting to be combined: a stream, whole or from a version on.
@@ -97,8 +97,8 @@ export const make = (store: Store, combining: boolean): Reads => {
         {
           onExit: (exit) => {
             landed()
-            const found = new Array<string | null>(taken.length).fill(null)
-            if (exit._tag === "Success") for (const row of exit.value) found[Number(row.ord) - 1] = row.events
+            const found = new Array<EventsJsonRow | null>(taken.length).fill(null)
+            if (exit._tag === "Success") for (const row of exit.value) found[Number(row.ord) - 1] = row
             taken.forEach((waiter, i) => {
               if (waiter.gone) return
               // Each waiter parses its own copy (no two sessions share event objects); if
@@ -115,9 +115,9 @@ export const make = (store: Store, combining: boolean): Reads => {
   return { store, combining, combiner }
 }
 
-const parseEvents = (id: string, json: string | null) =>
+const parseEvents = (id: string, row: EventsJsonRow | null | undefined) =>
   Effect.try({
-    try: () => fromEventsJson(id, json),
+    try: () => row == null ? [] : fromEventsJson(id, row.events, row.archived),
     catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
   })
 const noEvents: Effect.Effect<Events> = Effect.succeed([])
@@ -142,7 +142,7 @@ export const readStream = (reads: Reads, tenantId: string, id: string, options?:
     ? readFrom(reads, tenantId, id, start)
     : Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
       Effect.mapError(wrap(`Reading stream "${id}" failed`)),
-      Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
+      Effect.flatMap((rows) => parseEvents(id, rows[0]))
     )
 }
 
@@ -151,7 +151,7 @@ const readAlone = (store: Store, tenantId: string, id: string, from: number) =>
     ? Driver.prepared<EventsJsonRow>(store.driver, store.names.readAll, store.q.readAll, [id, tenantId])
     : Driver.prepared<EventsJsonRow>(store.driver, store.names.readFrom, store.q.readFrom, [id, from, tenantId])).pipe(
     Effect.mapError(wrap(`Reading stream "${id}" failed`)),
-    Effect.flatMap((rows) => parseEvents(id, rows[0]?.events ?? null))
+    Effect.flatMap((rows) => parseEvents(id, rows[0]))
   )
 
 const readFrom = (reads: Reads, tenantId: string, id: string, from: number): Effect.Effect<Events, EventStoreError> =>
@@ -173,9 +173,12 @@ export const loadSnapshot = (store: Store, tenantId: string, id: string, project
   Driver.prepared<SnapshotRow>(store.driver, store.names.snapshot, store.q.snapshot, [id, projection, projectionVersions, tenantId]).pipe(
     Effect.map((rows): Storage.SnapshotLoad => {
       let snapshot: Storage.StoredDocument | undefined
+      let archived = false
       const tail: Array<Storage.StoredEvent> = []
       for (const row of rows) {
-        if (row.snapshot) {
+        if (row.snapshot === null) {
+          archived = true
+        } else if (row.snapshot) {
           // The snapshot row carries its projection version in the seq column.
           snapshot = { projection, projectionVersion: Number(row.seq), tenantId, id, data: row.data, streamVersion: Number(row.version) }
         } else {
@@ -183,7 +186,7 @@ export const loadSnapshot = (store: Store, tenantId: string, id: string, project
         }
       }
       tail.sort((a, b) => a.version - b.version)
-      return { snapshot, tail }
+      return { snapshot, tail, archived }
     }),
     Effect.mapError(wrap(`Reading the snapshot of stream "${id}" failed`))
   )

@@ -39,7 +39,8 @@ export interface LoggedRow extends EventRow {
  * @since 0.1.0
  */
 export interface SnapshotRow extends EventRow {
-  readonly snapshot: boolean
+  /** Null on the row that says the stream is archived. */
+  readonly snapshot: boolean | null
 }
 
 /**
@@ -63,6 +64,8 @@ export interface DocumentRow {
  */
 export interface EventsJsonRow {
   readonly events: string | null
+  /** Whether the stream is archived. */
+  readonly archived: boolean
 }
 
 type EventTuple = [seq: number, version: number, type: string, data: unknown, metadata: Storage.StoredMetadata | null, timestamp: number, tenant: string]
@@ -72,10 +75,11 @@ type EventTuple = [seq: number, version: number, type: string, data: unknown, me
  *
  * @since 0.1.0
  */
-export const fromEventsJson = (streamId: string, json: string | null): Array<Storage.StoredEvent> => {
-  if (json === null) return []
+export const fromEventsJson = (streamId: string, json: string | null, archived = false): Storage.StreamEvents => {
+  if (json === null) return archived ? Object.assign([], { archived }) : []
   const tuples = JSON.parse(json) as Array<EventTuple>
-  const events = new Array<Storage.StoredEvent>(tuples.length)
+  const events: Array<Storage.StoredEvent> & { archived?: boolean } = new Array<Storage.StoredEvent>(tuples.length)
+  if (archived) events.archived = true
   for (let i = 0; i < tuples.length; i++) {
     const t = tuples[i]
     events[i] = {

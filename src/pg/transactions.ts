@@ -158,7 +158,7 @@ const lock = (tx: Tx, id: string, type: string, tenant: string, timeout: Duratio
 
 const commit = (tx: Tx, batch: Storage.CommitBatch) =>
   Effect.gen(function*() {
-    const result: Either.Either<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0
+    const result: Either.Either<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0 && !Commits.archives(batch)
       ? Either.right({ _tag: "Committed", streams: [] })
       : yield* Effect.either(inTx(tx, Commits.run(tx.store, batch)))
     const wasOpen = tx.open

@@ -191,7 +191,7 @@ const runCombined = (store: Store, batch: Storage.CommitBatch, token: string): E
   )
 
 const combinable = (batch: Storage.CommitBatch) =>
-  batch.streams.length === 1 && batch.inline === undefined && (batch.documents?.length ?? 0) === 0
+  batch.streams.length === 1 && batch.inline === undefined && (batch.documents?.length ?? 0) === 0 && batch.archive === undefined
 
 /**
  * Saves a batch: alone, or combined with other sessions' saves under load.
