@@ -11,6 +11,8 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { EventStore, EventStoreMemory, ProjectionDaemon, Projections, Session } from "effect-chronicle"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { createOrder } from "../examples/order.js"
 import * as ChronicleCli from "../src/ChronicleCli.js"
 import * as Render from "../src/internal/cli/render.js"
@@ -110,5 +112,31 @@ describe("rendering", () => {
 
   it("tables pad columns and right-align numbers", () => {
     assert.strictEqual(Render.table(["A", "N"], [["xy", "1"], ["z", "10"]], new Set([1])), "A    N\nxy   1\nz   10")
+  })
+})
+
+describe("entry points", () => {
+  // Every module the package root loads, following relative imports from src/index.ts.
+  const reachable = (start: string) => {
+    const seen = new Set<string>()
+    const visit = (file: string) => {
+      if (seen.has(file)) return
+      seen.add(file)
+      for (const [, spec] of fs.readFileSync(file, "utf8").matchAll(/from "(\.{1,2}\/[^"]+)"/g)) {
+        visit(path.resolve(path.dirname(file), spec.replace(/\.js$/, ".ts")))
+      }
+    }
+    visit(start)
+    return [...seen]
+  }
+
+  it("the package root never loads @effect/cli or @effect/platform-node; the cli entry does", () => {
+    const uses = (files: ReadonlyArray<string>) =>
+      files.filter((file) => /from "@effect\/(cli|platform-node)[/"]/.test(fs.readFileSync(file, "utf8")))
+    const src = path.resolve(__dirname, "../src")
+    const root = reachable(path.join(src, "index.ts"))
+    assert.isAbove(root.length, 20)
+    assert.deepStrictEqual(uses(root), [])
+    assert.isNotEmpty(uses(reachable(path.join(src, "cli.ts"))))
   })
 })
