@@ -87,11 +87,21 @@ export type Output = Handlers.Output
  *
  * @since 0.2.0
  */
-export interface Options<Registrations extends ReadonlyArray<Projections.Registration>> {
+export type Options<Registrations extends ReadonlyArray<Projections.Registration>> =
+  & BaseOptions<Registrations>
+  // What the subscriptions' `handle` functions need (as for `Projections.layer`): required when they need anything.
+  & ([Subscription.Context<Registrations[number]>] extends [never]
+    ? { readonly services?: Layer.Layer<never, unknown> | undefined }
+    : { readonly services: Layer.Layer<Subscription.Context<Registrations[number]>, unknown> })
+
+/**
+ * The options of the command line beside `services`.
+ *
+ * @since 0.2.0
+ */
+export interface BaseOptions<Registrations extends ReadonlyArray<Projections.Registration>> {
   /** The application's projections and subscriptions (none by default). */
   readonly registrations?: Registrations | undefined
-  /** What the subscriptions' `handle` functions need (as for `Projections.layer`). */
-  readonly services?: Layer.Layer<Subscription.Context<Registrations[number]>, unknown> | undefined
   /**
    * The store, if not the PostgreSQL store the connection options name
    * (`EventStorePg.layer({ schema })` over `PgClient.layer({ url })`): for other
@@ -111,7 +121,7 @@ export interface Options<Registrations extends ReadonlyArray<Projections.Registr
 const setupOf = <R extends ReadonlyArray<Projections.Registration>>(options?: Options<R>): Commands.Setup => ({
   name: options?.name ?? "effect-chronicle",
   projections: Projections.layer(options?.registrations ?? []).pipe(
-    Layer.provide((options?.services ?? Layer.empty) as Layer.Layer<never, unknown>)
+    Layer.provide(((options as { readonly services?: Layer.Layer<never, unknown> } | undefined)?.services ?? Layer.empty))
   ) as Layer.Layer<Projections.Projections, unknown>,
   store: options?.store,
   daemon: options?.daemon,
@@ -124,7 +134,7 @@ const setupOf = <R extends ReadonlyArray<Projections.Registration>>(options?: Op
  *
  * @since 0.2.0
  */
-export const command = <const R extends ReadonlyArray<Projections.Registration>>(options?: Options<R>) =>
+export const command = <const R extends ReadonlyArray<Projections.Registration> = readonly []>(options?: Options<R>) =>
   Commands.root(setupOf(options))
 
 /**
@@ -135,7 +145,7 @@ export const command = <const R extends ReadonlyArray<Projections.Registration>>
  *
  * @since 0.2.0
  */
-export const make = <const R extends ReadonlyArray<Projections.Registration>>(
+export const make = <const R extends ReadonlyArray<Projections.Registration> = readonly []>(
   options?: Options<R>
 ): (argv: ReadonlyArray<string>) => Effect.Effect<void, unknown, CliApp.CliApp.Environment> => {
   const setup = setupOf(options)
@@ -171,7 +181,7 @@ export const describeFailure = (cause: Cause.Cause<unknown>): string | undefined
  *
  * @since 0.2.0
  */
-export const run = <const R extends ReadonlyArray<Projections.Registration>>(options?: Options<R>): void => {
+export const run = <const R extends ReadonlyArray<Projections.Registration> = readonly []>(options?: Options<R>): void => {
   const name = options?.name ?? "effect-chronicle"
   make(options)(process.argv).pipe(
     Effect.tapErrorCause((cause) =>

@@ -5,15 +5,16 @@
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { EventStore, EventStoreMemory, ProjectionDaemon, Projections, Session } from "effect-chronicle"
+import { EventStore, EventStoreMemory, ProjectionDaemon, Projections, Session, Subscription } from "effect-chronicle"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { createOrder } from "../examples/order.js"
+import { createOrder, OrderCreated } from "../examples/order.js"
 import * as ChronicleCli from "../src/ChronicleCli.js"
 import * as Render from "../src/internal/cli/render.js"
 import { DailyOrders, registrations } from "./cli-app.js"
@@ -140,3 +141,16 @@ describe("entry points", () => {
     assert.isNotEmpty(uses(reachable(path.join(src, "cli.ts"))))
   })
 })
+
+// Checked by the type check (never run): a subscription that needs a service makes `services` required.
+class Mailer extends Context.Tag("test/Mailer")<Mailer, { readonly send: Effect.Effect<void> }>() {}
+const Notify = Subscription.make({ name: "notify", events: OrderCreated, handle: () => Effect.flatMap(Mailer, (m) => m.send) })
+export const typeLevel = () => [
+  ChronicleCli.make(),
+  ChronicleCli.make({ registrations }),
+  ChronicleCli.make({ registrations: [Notify], services: Layer.succeed(Mailer, { send: Effect.void }) }),
+  // @ts-expect-error the subscription needs Mailer: services are required
+  ChronicleCli.make({ registrations: [Notify] }),
+  // @ts-expect-error services must provide what the subscriptions need
+  ChronicleCli.make({ registrations: [Notify], services: Layer.empty })
+]

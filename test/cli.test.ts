@@ -215,7 +215,9 @@ describe("effect-chronicle command line", { timeout: 120_000 }, () => {
       ["subscription", "cli-audit", 0, head]
     ])
     const text = await cli("app", ["projections", "status", "--schema", schema])
-    expect(text.stdout).toMatch(new RegExp(`^projection\\s+DailyOrders\\s+1\\s+0\\s+${head}\\s+${head}\\s+-$`, "m"))
+    expect(text.stdout).toMatch(/^KIND\s+NAME\s+VERSION\s+POSITION\s+CHECKPOINT\s+HEAD\s+LAG\s+ERROR$/m)
+    expect(text.stdout).toMatch(new RegExp(`^projection\\s+DailyOrders\\s+1\\s+0/0\\s+0\\s+${head}\\s+${head}\\s+-$`, "m"))
+    expect(text.stdout).toMatch(new RegExp(`^subscription\\s+cli-audit\\s+0\\s+0/0\\s+0\\s+${head}\\s+${head}\\s+-$`, "m"))
     const bare = await cli("bare", ["projections", "status", "--schema", schema])
     expect(bare.code).toBe(0)
     expect(bare.stdout).toContain("No Async projection or subscription is registered")

@@ -56,9 +56,9 @@ export const eventJson = (envelope: EventEnvelope<unknown>) => ({
 /** @internal the daemon's status, one row per projection and subscription. */
 export const status = (rows: ReadonlyArray<ProjectionDaemon.Status>): string =>
   table(
-    ["KIND", "NAME", "VERSION", "CHECKPOINT", "HEAD", "LAG", "ERROR"],
-    rows.map((s) => [s.kind, s.name, String(s.version), String(s.checkpoint), String(s.head), String(s.lag), s.error ?? "-"]),
-    new Set([2, 3, 4, 5])
+    ["KIND", "NAME", "VERSION", "POSITION", "CHECKPOINT", "HEAD", "LAG", "ERROR"],
+    rows.map((s) => [s.kind, s.name, String(s.version), s.position, String(s.checkpoint), String(s.head), String(s.lag), s.error ?? "-"]),
+    new Set([2, 4, 5, 6])
   )
 
 const percent = (p: ProjectionDaemon.RebuildProgress) =>
