@@ -24,6 +24,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
 import type * as EventStore from "./EventStore.js"
 import * as Commands from "./internal/cli/commands.js"
 import * as Errors from "./internal/cli/errors.js"
@@ -112,11 +113,20 @@ export interface BaseOptions<Registrations extends ReadonlyArray<Projections.Reg
   readonly daemon?: ProjectionDaemon.Options | undefined
   /** The program's name in help and errors (default `effect-chronicle`). */
   readonly name?: string | undefined
-  /** The version `--version` prints. */
+  /** The version `--version` prints (default: effect-chronicle's). */
   readonly version?: string | undefined
   /** Where the commands print (default: standard output). */
   readonly output?: Output | undefined
 }
+
+// The library's version (package.json sits beside src/ and dist/), what `--version` prints by default.
+const libraryVersion = (() => {
+  try {
+    return String(JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf-8")).version)
+  } catch {
+    return "unknown"
+  }
+})()
 
 const setupOf = <R extends ReadonlyArray<Projections.Registration>>(options?: Options<R>): Commands.Setup => ({
   name: options?.name ?? "effect-chronicle",
@@ -149,7 +159,7 @@ export const make = <const R extends ReadonlyArray<Projections.Registration> = r
   options?: Options<R>
 ): (argv: ReadonlyArray<string>) => Effect.Effect<void, unknown, CliApp.CliApp.Environment> => {
   const setup = setupOf(options)
-  return Command.run(Commands.root(setup), { name: setup.name, version: options?.version ?? "0.2.0" })
+  return Command.run(Commands.root(setup), { name: setup.name, version: options?.version ?? libraryVersion })
 }
 
 /**
