@@ -10,12 +10,13 @@ import * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import { dual } from "effect/Function"
 import type { EventStoreError, InvalidOptionError } from "./Errors.js"
-import { InvalidTenantIdError } from "./Errors.js"
+import { type InvalidStreamIdError, InvalidTenantIdError } from "./Errors.js"
 import type { EventMetadata } from "./EventEnvelope.js"
 import { lockTimeout } from "./internal/input.js"
 import * as StateCache from "./internal/stateCache.js"
 import * as Command from "./internal/command.js"
 import * as ReadAll from "./internal/readAll.js"
+import * as StreamList from "./internal/streamList.js"
 import * as Tracing from "./internal/tracing.js"
 import * as internal from "./internal/store.js"
 import * as Projections from "./Projections.js"
@@ -229,3 +230,31 @@ export const metrics = {
   saveDuration: Tracing.saveDuration,
   fetchDuration: Tracing.fetchDuration
 } as const
+
+/**
+ * Options of `listStreams`.
+ *
+ * @since 0.2.0
+ */
+export type ListStreamsOptions = StreamList.Options
+
+/**
+ * A page of `listStreams`.
+ *
+ * @since 0.2.0
+ */
+export type StreamsPage = StreamList.Page
+
+/**
+ * The current tenant's streams that have events, newest first (by the global
+ * sequence of their first event), one page: `limit` streams (default 20) of
+ * `page` (from 1), or those older than the stream `after` (a keyset cursor),
+ * optionally of one `streamType`. A bad option (or an `after` naming no stream
+ * of the tenant) fails with `InvalidOptionError` naming it.
+ *
+ * @since 0.2.0
+ */
+export const listStreams: (
+  options?: ListStreamsOptions
+) => Effect.Effect<StreamsPage, EventStoreError | InvalidOptionError | InvalidStreamIdError, EventStore> =
+  StreamList.listStreams

@@ -302,6 +302,42 @@ export interface Transaction extends Operations {
 }
 
 /**
+ * A stream as listed: its type, version, tenant, and the positions and times
+ * of its first and last events.
+ *
+ * @since 0.2.0
+ */
+export interface StreamInfo {
+  readonly streamId: string
+  /** The aggregate type it was written with. */
+  readonly streamType: string
+  readonly version: number
+  readonly tenantId: string
+  /** The global sequence of its first event: streams are listed newest first by it. */
+  readonly sequence: number
+  /** When its first event was stored. */
+  readonly createdAt: Date
+  /** When its last event was stored. */
+  readonly updatedAt: Date
+}
+
+/**
+ * Which streams of a tenant to list, newest first (by their first event).
+ *
+ * @since 0.2.0
+ */
+export interface StreamQuery {
+  /** Only streams of this type (aggregate name). */
+  readonly streamType?: string | undefined
+  /** Only streams older than this one (whose first event came before its first event); none when it names no stream. */
+  readonly after?: string | undefined
+  /** Streams skipped, after `after`. */
+  readonly offset: number
+  /** At most this many. */
+  readonly limit: number
+}
+
+/**
  * A store.
  *
  * @since 0.1.0
@@ -316,6 +352,8 @@ export interface Storage extends Operations {
   readonly joined: Effect.Effect<boolean>
   /** What the projection daemon needs. */
   readonly projections: ProjectionStorage
+  /** The tenant's streams that have events, newest first (by the sequence of their first event). */
+  readonly listStreams: (tenantId: string, query: StreamQuery) => Effect.Effect<ReadonlyArray<StreamInfo>, EventStoreError>
 }
 
 // The daemon's half of the port lives in ProjectionStorage.ts; its names are here too, so that

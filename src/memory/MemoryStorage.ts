@@ -27,6 +27,7 @@ export const make: Effect.Effect<Storage.Storage> = Effect.sync(() => {
     begin: Transactions.begin(state, reads),
     // The in-memory store has no transactions a caller could open.
     joined: Effect.succeed(false),
-    projections: Log.make(state)
+    projections: Log.make(state),
+    listStreams: (tenantId, query) => Streams.listStreams(state, tenantId, query)
   }
 })

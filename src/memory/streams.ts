@@ -141,3 +141,34 @@ const append = (state: State, batch: Storage.CommitBatch, committed: ReadonlyArr
     row.version = committed[s].version
   })
 }
+
+/** @internal the tenant's streams with events, newest first (by their first event's sequence), paged. */
+export const listStreams = (state: State, tenantId: string, query: Storage.StreamQuery) =>
+  Effect.sync((): ReadonlyArray<Storage.StreamInfo> => {
+    const all: Array<Storage.StreamInfo> = []
+    for (const row of state.streams.values()) {
+      const first = row.events[0]
+      if (first === undefined || first.tenantId !== tenantId) continue
+      if (query.streamType !== undefined && row.aggregateType !== query.streamType) continue
+      all.push({
+        streamId: first.streamId,
+        streamType: row.aggregateType,
+        version: row.version,
+        tenantId,
+        sequence: first.sequence,
+        createdAt: first.timestamp,
+        updatedAt: row.events[row.events.length - 1].timestamp
+      })
+    }
+    all.sort((a, b) => b.sequence - a.sequence)
+    let from = 0
+    if (query.after !== undefined) {
+      // As in PostgreSQL: a cursor that names no stream of the tenant matches nothing.
+      const cursor = state.streams.get(streamKey(tenantId, query.after))?.events[0]
+      if (cursor === undefined) return []
+      from = all.findIndex((info) => info.sequence < cursor.sequence)
+      if (from === -1) return []
+    }
+    const start = from + Math.max(0, query.offset)
+    return all.slice(start, start + Math.max(0, query.limit))
+  })

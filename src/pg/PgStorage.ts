@@ -86,7 +86,8 @@ export const make = (options?: Options) =>
       commit: (batch) => WriteCombining.commit(saves, batch),
       begin: Transactions.begin(store, reads),
       joined: Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome),
-      projections: yield* DaemonStorage.make(store, options?.claimInterval ?? "500 millis")
+      projections: yield* DaemonStorage.make(store, options?.claimInterval ?? "500 millis"),
+      listStreams: (tenantId, query) => Reads.listStreams(store, tenantId, query)
     }
     inFlightOf.set(storage, () => ({
       reads: reads.combiner.inFlight,

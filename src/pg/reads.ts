@@ -201,3 +201,39 @@ export const readDocuments = (store: Store, refs: ReadonlyArray<Storage.Document
     Effect.map((rows) => rows.map(toDocument)),
     Effect.mapError(wrap("Reading documents failed"))
   )
+
+interface StreamListRow {
+  readonly id: string
+  readonly type: string
+  readonly version: string | number
+  readonly seq: string | number
+  readonly created: number
+  readonly updated: number
+}
+
+/**
+ * Lists a tenant's streams, newest first (by their first event), paged.
+ *
+ * @since 0.2.0
+ */
+export const listStreams = (store: Store, tenantId: string, query: Storage.StreamQuery) =>
+  Spans.query<StreamListRow>(store, "listStreams", [
+    tenantId,
+    query.streamType ?? null,
+    query.after ?? null,
+    Math.max(0, query.offset),
+    Math.max(0, query.limit)
+  ]).pipe(
+    Effect.map((rows) =>
+      rows.map((row): Storage.StreamInfo => ({
+        streamId: row.id,
+        streamType: row.type,
+        version: Number(row.version),
+        tenantId,
+        sequence: Number(row.seq),
+        createdAt: new Date(row.created),
+        updatedAt: new Date(row.updated)
+      }))
+    ),
+    Effect.mapError(wrap("Listing streams failed"))
+  )

@@ -275,6 +275,15 @@ SELECT * , NULL::jsonb FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[
 WHERE (projection, projection_version, tenant_id, id) IN (SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[]))
 ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
   ...daemonStatements(s),
+  // Streams with events (a version-0 row is a lock placeholder), newest first by their first event;
+  // $3 a cursor stream: only streams older than it (none when it names no stream).
+  listStreams: `SELECT st.id, st.type, st.version, f.seq, ${millis(`f."timestamp"`)} AS created, ${millis(`l."timestamp"`)} AS updated
+FROM ${s}.streams st
+JOIN ${s}.events f ON f.tenant_id = st.tenant_id AND f.stream_id = st.id AND f.version = 1
+JOIN ${s}.events l ON l.tenant_id = st.tenant_id AND l.stream_id = st.id AND l.version = st.version
+WHERE st.tenant_id = $1 AND st.version > 0 AND ($2::text IS NULL OR st.type = $2)
+  AND ($3::text IS NULL OR f.seq < (SELECT seq FROM ${s}.events WHERE tenant_id = $1 AND stream_id = $3 AND version = 1))
+ORDER BY f.seq DESC OFFSET $4 LIMIT $5`,
   versions: `SELECT id, version, archived FROM ${s}.streams WHERE tenant_id = $2 AND id = ANY($1::text[])`,
   // Archiving, after the session's events in its transaction: a stream with no
   // events (none, or a lock's version-0 placeholder) is left alone.
