@@ -10,7 +10,8 @@
  *   so a section may build on the tour's `Order`. A section whose first block
  *   is ```ts standalone starts from nothing instead (it defines its own names).
  * - Import declarations are hoisted and merged per module, so any block may
- *   import what it uses (names from one specifier are united).
+ *   import what it uses (names from one specifier are united); a bin's `#!`
+ *   line is blanked.
  * - ```ts norun: type-checked, but its module is not run (it needs a server,
  *   runs forever, or declares vitest tests, which cannot be declared inside
  *   this test). ```ts nocheck: a fragment, shown only; keep those few and say
@@ -120,6 +121,15 @@ describe("the README extractor", () => {
     const two = lines.indexOf("const two = one + 1")
     assert.strictEqual(source.readmeLines[two], 10)
     assert.strictEqual(source.readmeLines[lines.indexOf("const one = 1")], 5)
+  })
+
+  it("blanks a block's shebang, which may only start a file", () => {
+    const [bin] = blocksOf(["## Bin", "```ts", "#!/usr/bin/env node", "import { Effect } from \"effect\"", "Effect.void", "```"].join("\n"))
+    const source = sourceOf({ name: "bin", blocks: [bin!], run: false })
+    const lines = source.text.split("\n")
+    assert.isFalse(source.text.includes("#!"))
+    assert.strictEqual(lines[0], "import { Effect } from \"effect\"")
+    assert.strictEqual(source.readmeLines[lines.indexOf("Effect.void")], 5)
   })
 
   it("reports a type error at its README line", { timeout: 120_000 }, () => {

@@ -123,7 +123,7 @@ const importParts = (file: ts.SourceFile, statement: ts.ImportDeclaration) => {
  * A module's text: every block's import declarations hoisted and merged into
  * one header (names from one specifier united, so a later block may import
  * what an earlier one did), then the blocks in order, each after a comment
- * naming its README line.
+ * naming its README line; a block's `#!` line (a bin file's) is blanked.
  */
 export const sourceOf = (module: Module): Source => {
   const header: Array<{ text: string; line: number }> = []
@@ -132,7 +132,8 @@ export const sourceOf = (module: Module): Source => {
   const body: Array<{ text: string; line: number }> = []
   for (const block of module.blocks) {
     const file = ts.createSourceFile(`README.md:${block.line}.ts`, block.code, ts.ScriptTarget.Latest, true)
-    let code = block.code
+    // A shebang may only start a file, and a block is seldom first: blanked like the imports.
+    let code = block.code.replace(/^#![^\n]*/, (shebang) => " ".repeat(shebang.length))
     const imports = file.statements.filter(ts.isImportDeclaration)
     for (const statement of imports) {
       const start = statement.getStart(file)
