@@ -10,6 +10,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as SchemaAST from "effect/SchemaAST"
 import type { EventEnvelope } from "./EventEnvelope.js"
+import * as EventDecoder from "./internal/eventDecoder.js"
 import { textProblem } from "./internal/input.js"
 
 /**
@@ -226,6 +227,9 @@ export const makeCodec = <E, EI>(
   const typeOf = aliases === undefined ? (type: string) => type : (type: string) => aliases.get(type) ?? type
   const encode = Schema.encodeEither(schema as Schema.Schema<E, EI, never>)
   const decode = Schema.decodeUnknownEither(schema as Schema.Schema<E, EI, never>)
+  const decodeTagged = (type: string, data: unknown) =>
+    decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type })
+  const compiled = EventDecoder.compile(schema, decodeTagged)
   return {
     encode: (event) =>
       Either.match(encode(event), {
@@ -244,7 +248,13 @@ export const makeCodec = <E, EI>(
     decode: (stored, data) => {
       // An old name is read as the current one: its Schema decodes it, as any other.
       const type = typeOf(stored)
-      const decoded = decode(data !== null && typeof data === "object" ? { ...data, _tag: type } : { _tag: type })
+      const fast = compiled(type)
+      if (fast !== undefined) {
+        const event = fast(data)
+        if (Either.isRight(event)) return event as unknown as Either.Either<E, string>
+      }
+      // Through the whole Schema: members the fast path does not take, and every failure (its message).
+      const decoded = decodeTagged(type, data)
       // A Right carries no error: reused as it is rather than rebuilt.
       return Either.isRight(decoded)
         ? decoded as unknown as Either.Either<E, string>

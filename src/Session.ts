@@ -14,21 +14,13 @@ import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type * as Aggregate from "./Aggregate.js"
 import type {
-  ConcurrencyError,
-  DeadlockError,
   EventDecodeError,
-  EventEncodeError,
   EventStoreError,
-  InvalidExpectedVersionError,
-  InvalidOptionError,
-  InvalidStreamIdError,
-  StreamArchivedError,
-  StreamExistsError,
-  StreamLockedError
+  InvalidStreamIdError
 } from "./Errors.js"
 import type { EventEnvelope } from "./EventEnvelope.js"
-import type { Sets } from "./internal/input.js"
 import * as internal from "./internal/session.js"
+import type { AppendErrorOf, AppendOptions, ExclusiveFetchErrorOf, FetchErrorOf, SaveError } from "./internal/sessionErrors.js"
 import { EventStore } from "./internal/store.js"
 import type * as Projection from "./Projection.js"
 
@@ -112,73 +104,14 @@ export interface SaveResult {
   readonly streams: ReadonlyArray<SavedStream>
 }
 
-/**
- * Errors a fetch can fail with.
- *
- * @since 0.1.0
- */
-export type FetchError =
-  | ConcurrencyError
-  | StreamArchivedError
-  | EventStoreError
-  | EventDecodeError
-  | InvalidStreamIdError
-  | InvalidExpectedVersionError
-
-/**
- * Errors a fetch with options `O` can fail with: `InvalidExpectedVersionError`
- * only when `O` sets an expected version.
- *
- * @since 0.2.0
- */
-export type FetchErrorOf<O> =
-  | Exclude<FetchError, InvalidExpectedVersionError>
-  | (Sets<O, "expectedVersion"> extends true ? InvalidExpectedVersionError : never)
-
-/**
- * Errors an exclusive fetch with options `O` can fail with: those of a fetch,
- * the lock's (`StreamLockedError`, `DeadlockError`), and `InvalidOptionError`
- * only when `O` sets a time-out.
- *
- * @since 0.2.0
- */
-export type ExclusiveFetchErrorOf<O> =
-  | FetchErrorOf<O>
-  | StreamLockedError
-  | DeadlockError
-  | (Sets<O, "timeout"> extends true ? InvalidOptionError : never)
-
-/**
- * Options of `append`.
- *
- * @since 0.2.0
- */
-export interface AppendOptions {
-  readonly expectedVersion?: number | undefined
-}
-
-/**
- * Errors `append` with options `O` can fail with: `InvalidExpectedVersionError`
- * only when `O` sets an expected version.
- *
- * @since 0.2.0
- */
-export type AppendErrorOf<O> =
-  | InvalidStreamIdError
-  | (Sets<O, "expectedVersion"> extends true ? InvalidExpectedVersionError : never)
-
-/**
- * Errors `saveChanges` can fail with.
- *
- * @since 0.1.0
- */
-export type SaveError =
-  | ConcurrencyError
-  | DeadlockError
-  | StreamExistsError
-  | StreamArchivedError
-  | EventEncodeError
-  | EventStoreError
+export type {
+  AppendErrorOf,
+  AppendOptions,
+  ExclusiveFetchErrorOf,
+  FetchError,
+  FetchErrorOf,
+  SaveError
+} from "./internal/sessionErrors.js"
 
 /**
  * The session's operations (see the module-level functions for their meaning).

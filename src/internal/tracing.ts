@@ -7,12 +7,12 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricKey from "effect/MetricKey"
 import type * as MetricKeyType from "effect/MetricKeyType"
-import type * as MetricState from "effect/MetricState"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import { currentTenant } from "./store.js"
@@ -59,14 +59,36 @@ export const span = <A, E, R>(
 /** @internal whether spans are being recorded (a tracer is installed). */
 export const tracing: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(tracer !== defaultTracer))
 
-/** @internal events appended by saves, tagged by aggregate. */
-export const eventsAppended = Metric.counter("chronicle_events_appended", {
-  description: "Events appended by saves",
-  incremental: true
-})
+/**
+ * @internal a metric of `key` tagged with `tags` in its key, not by a wrapper:
+ * Effect's `Metric.tagged` merges its tags into a new array on every update,
+ * which misses the metric's hook cache and hashes the key again each time
+ * (about 6 µs for a histogram); a key tagged once finds its hook once.
+ */
+const taggedOnce = <Type extends MetricKeyType.MetricKeyType<any, any>>(
+  key: MetricKey.MetricKey<Type>,
+  tags: Record<string, string>
+) => Metric.fromMetricKey(MetricKey.taggedWithLabels(key, Object.entries(tags).map(([k, v]) => MetricLabel.make(k, v))))
 
+// One metric per tag combination (one or two tags), made the first time it is used.
+const memo = <M>(make: (tags: readonly [string, string]) => M) => {
+  const made = new Map<string, Map<string, M>>()
+  return (first: string, second = ""): M => {
+    let inner = made.get(first)
+    if (inner === undefined) made.set(first, inner = new Map())
+    let metric = inner.get(second)
+    if (metric === undefined) inner.set(second, metric = make([first, second]))
+    return metric
+  }
+}
+
+const eventsAppendedKey = MetricKey.counter("chronicle_events_appended", { description: "Events appended by saves", incremental: true })
+/** @internal events appended by saves, tagged by aggregate. */
+export const eventsAppended = Metric.fromMetricKey(eventsAppendedKey)
+
+const savesKey = MetricKey.counter("chronicle_saves", { description: "Saves by outcome", incremental: true })
 /** @internal saves, tagged by outcome: ok | conflict | locked | deadlock | error. */
-export const saves = Metric.counter("chronicle_saves", { description: "Saves by outcome", incremental: true })
+export const saves = Metric.fromMetricKey(savesKey)
 
 /** @internal command attempts after the first (a conflict or deadlock retried). */
 export const commandRetries = Metric.counter("chronicle_command_retries", {
@@ -89,47 +111,32 @@ export const outcomeOf = (error: unknown): "conflict" | "locked" | "deadlock" | 
   }
 }
 
-const byOutcome = new Map<string, Metric.Metric.Counter<number>>()
 /** @internal the saves counter of one outcome (tagged once, then reused). */
-export const savesWith = (outcome: string): Metric.Metric.Counter<number> => {
-  let metric = byOutcome.get(outcome)
-  if (metric === undefined) byOutcome.set(outcome, metric = Metric.tagged(saves, "outcome", outcome))
-  return metric
-}
+export const savesWith: (outcome: string) => Metric.Metric.Counter<number> = memo(([outcome]) => taggedOnce(savesKey, { outcome }))
 
-const byAggregate = new Map<string, Metric.Metric.Counter<number>>()
 /** @internal the appended-events counter of one aggregate (tagged once, then reused). */
-export const appendedTo = (aggregate: string): Metric.Metric.Counter<number> => {
-  let metric = byAggregate.get(aggregate)
-  if (metric === undefined) byAggregate.set(aggregate, metric = Metric.tagged(eventsAppended, "aggregate", aggregate))
-  return metric
-}
+export const appendedTo: (aggregate: string) => Metric.Metric.Counter<number> = memo(([aggregate]) =>
+  taggedOnce(eventsAppendedKey, { aggregate })
+)
 
 // Milliseconds, from a quarter of a millisecond (a cached fetch) to about a
 // minute (a lock waited for): doubling buckets, so a dashboard's quantiles stay within a factor of two.
 const millis = MetricBoundaries.exponential({ start: 0.25, factor: 2, count: 18 })
 
+const saveDurationKey = MetricKey.histogram("chronicle_save_duration", millis, "Duration of saves, in milliseconds")
 /** @internal how long saves took, in milliseconds, tagged by aggregate and outcome. */
-export const saveDuration = Metric.histogram("chronicle_save_duration", millis, "Duration of saves, in milliseconds")
+export const saveDuration = Metric.fromMetricKey(saveDurationKey)
 
-/** @internal how long fetches took, in milliseconds, tagged by aggregate and outcome. */
-export const fetchDuration = Metric.histogram(
+const fetchDurationKey = MetricKey.histogram(
   "chronicle_fetch_duration",
   millis,
   "Duration of fetches (fetchForWriting, fetchForExclusiveWriting, fetchLatest), in milliseconds"
 )
+/** @internal how long fetches took, in milliseconds, tagged by aggregate and outcome. */
+export const fetchDuration = Metric.fromMetricKey(fetchDurationKey)
 
-type Histogram = Metric.Metric<MetricKeyType.MetricKeyType.Histogram, number, MetricState.MetricState.Histogram>
-
-const durations = new Map<string, Histogram>()
-const durationOf = (base: Histogram, key: string, aggregate: string, outcome: string): Histogram => {
-  const name = `${key}\u0000${aggregate}\u0000${outcome}`
-  let metric = durations.get(name)
-  if (metric === undefined) {
-    durations.set(name, metric = base.pipe(Metric.tagged("aggregate", aggregate), Metric.tagged("outcome", outcome)))
-  }
-  return metric
-}
+const saveDurations = memo(([aggregate, outcome]) => taggedOnce(saveDurationKey, { aggregate, outcome }))
+const fetchDurations = memo(([aggregate, outcome]) => taggedOnce(fetchDurationKey, { aggregate, outcome }))
 
 /**
  * @internal records how long `self` took in `histogram` ("save" or "fetch"),
@@ -137,18 +144,21 @@ const durationOf = (base: Histogram, key: string, aggregate: string, outcome: st
  * defect being an error); an interrupted operation has no outcome and is not recorded.
  */
 export const timed = <A, E, R>(self: Effect.Effect<A, E, R>, histogram: "save" | "fetch", aggregate: string): Effect.Effect<A, E, R> =>
-  Effect.suspend(() => {
+  // Recorded in the step that sees the exit (no further effect), with the fiber's metric labels as Metric.update would.
+  Effect.withFiberRuntime((fiber) => {
     const start = performance.now()
-    return Effect.onExit(self, (exit) => {
-      let outcome: string
-      if (Exit.isSuccess(exit)) outcome = "ok"
-      else {
-        const failure = Cause.failureOption(exit.cause)
-        if (Option.isSome(failure)) outcome = outcomeOf(failure.value)
-        else if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
-        else outcome = "error"
+    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+    const durations = histogram === "save" ? saveDurations : fetchDurations
+    return Effect.matchCauseEffect(self, {
+      onSuccess: (a) => {
+        durations(aggregate, "ok").unsafeUpdate(performance.now() - start, labels)
+        return Effect.succeed(a)
+      },
+      onFailure: (cause) => {
+        const failure = Cause.failureOption(cause)
+        const outcome = Option.isSome(failure) ? outcomeOf(failure.value) : Cause.isInterruptedOnly(cause) ? undefined : "error"
+        if (outcome !== undefined) durations(aggregate, outcome).unsafeUpdate(performance.now() - start, labels)
+        return Effect.failCause(cause)
       }
-      const base = histogram === "save" ? saveDuration : fetchDuration
-      return Metric.update(durationOf(base, histogram, aggregate, outcome), performance.now() - start)
     })
   })
