@@ -312,7 +312,7 @@ const onPool = <A>(driver: Driver, conn: SqlConnection.Connection, name: string,
  * @since 0.1.0
  */
 export const prepared = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
-  Spans.statementSpan(driver, Spans.statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
+  Spans.statementSpan(driver, () => Spans.statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
 
 const preparedUntraced = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
   Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {

@@ -22,8 +22,19 @@ import type { Statements } from "./statements.js"
  */
 export const currentStatementObserver = FiberRef.unsafeMake<((span: Tracer.Span) => void) | undefined>(undefined)
 
+const statements = new Map<string, string>()
 /** The name of a prepared statement without its schema's prefix: what it does. */
-export const statementOf = (name: string) => name.replace(/^ec_[0-9a-z]+_/, "")
+export const statementOf = (name: string): string => {
+  let statement = statements.get(name)
+  if (statement === undefined) statements.set(name, statement = name.replace(/^ec_[0-9a-z]+_/, ""))
+  return statement
+}
+
+const named = (statement: string) => ({
+  "db.operation.name": statement,
+  "db.query.summary": statement,
+  "chronicle.statement": statement
+})
 
 /**
  * Runs a statement in a span of its own when a tracer is installed (the
@@ -33,16 +44,19 @@ export const statementOf = (name: string) => name.replace(/^ec_[0-9a-z]+_/, "")
  *
  * @since 0.2.0
  */
-export const statementSpan = <A, E, R>(driver: Driver, statement: string, text: string, self: Effect.Effect<A, E, R>) =>
+export const statementSpan = <A, E, R>(
+  driver: Driver,
+  statement: string | (() => string),
+  text: string,
+  self: Effect.Effect<A, E, R>
+) =>
   Effect.tracerWith((tracer) =>
     !Tracing.records(tracer) ? self : Effect.useSpan("sql.execute", {
       kind: "client",
       captureStackTrace: false,
       attributes: {
         ...driver.spanAttributes,
-        "db.operation.name": statement,
-        "db.query.summary": statement,
-        "chronicle.statement": statement,
+        ...named(typeof statement === "string" ? statement : statement()),
         "db.query.text": text
       }
     }, (span) =>
@@ -64,7 +78,7 @@ export const statementSpan = <A, E, R>(driver: Driver, statement: string, text: 
  * @since 0.2.0
  */
 export const unprepared = (driver: Driver, conn: SqlConnection.Connection, text: string) =>
-  statementSpan(driver, commandOf(text), text, conn.executeUnprepared(text, [], undefined))
+  statementSpan(driver, () => commandOf(text), text, conn.executeUnprepared(text, [], undefined))
 
 // "RELEASE SAVEPOINT chronicle_save" is a release_savepoint.
 const commandOf = (text: string) => text.replace(/\s+chronicle_\w+/g, "").trim().toLowerCase().replace(/\s+/g, "_")
