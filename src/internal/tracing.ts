@@ -53,7 +53,8 @@ export const span = <A, E, R>(
       }
     )
     return Effect.flatMap(FiberRef.get(currentTenant), (tenant) =>
-      Effect.withSpan(annotated, name, { attributes: { "chronicle.tenant": tenant, ...attributes } }))
+      // No stack trace: the call site would be this line, inside the library.
+      Effect.withSpan(annotated, name, { captureStackTrace: false, attributes: { "chronicle.tenant": tenant, ...attributes } }))
   })
 
 /** @internal whether spans are being recorded (a tracer is installed). */
