@@ -311,6 +311,11 @@ export const make = <S, E, EI, SI = unknown>(options: {
   readonly events: Schema.Schema<E, EI>
   readonly state?: Schema.Schema<S, SI> | undefined
   readonly initial: S
+  /**
+   * Pure: the state after one event. It is handed the event's envelope only
+   * when it declares a third parameter: folding a stream then builds no
+   * envelope per event for an `evolve` of two.
+   */
   readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
   /** Old event type names read as current ones (events renamed since they were stored). */
   readonly eventTypeAliases?: EventTypeAliases | undefined

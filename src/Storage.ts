@@ -243,6 +243,13 @@ export interface ReadOptions {
   readonly fromVersion?: number | undefined
   readonly toVersion?: number | undefined
   readonly toTimestamp?: Date | undefined
+  /**
+   * The events are only folded, without envelopes: only their `streamId`,
+   * `version`, `type` and `data` are needed, and a store may leave the rest
+   * out of the read (the others then hold placeholders). A store may also
+   * read whole events.
+   */
+  readonly forFold?: boolean | undefined
 }
 
 /**

@@ -78,3 +78,29 @@ export const tagOf = (event: unknown): string =>
   event !== null && typeof event === "object" && typeof (event as any)._tag === "string"
     ? (event as any)._tag
     : typeof event
+
+/**
+ * @internal stored events decoded and folded onto `state` in one pass,
+ * without an envelope per event: for an `evolve` declared with two
+ * parameters, which never reads one. The first event that does not decode
+ * fails all, as `decodeAll` does.
+ */
+export const foldStored = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E, any, any>,
+  state: S,
+  rows: ReadonlyArray<Storage.StoredEvent>
+): Either.Either<S, EventDecodeError> => {
+  const { codec, evolve } = aggregate
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]
+    const decoded = codec.decode(row.type, row.data)
+    if (Either.isLeft(decoded)) {
+      return Either.left(new EventDecodeError({ streamId: row.streamId, version: row.version, eventType: row.type, message: decoded.left }))
+    }
+    state = (evolve as (state: S, event: E) => S)(state, decoded.right)
+  }
+  return Either.right(state)
+}
+
+/** @internal whether an aggregate's `evolve` takes envelopes (declares a third parameter). */
+export const readsEnvelopes = (aggregate: Aggregate.Any): boolean => aggregate.evolve.length >= 3

@@ -31,6 +31,8 @@ export interface Deps {
   readonly liveStates: StateCache.StateCache | undefined
 }
 
+const forFold: Storage.ReadOptions = { forFold: true }
+
 const streamKey = (tenantId: string, id: string) => `${tenantId}\u0000${id}`
 
 /** @internal the loaders of one session. */
@@ -42,6 +44,13 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
     rows: Storage.StreamEvents,
     archived = rows.archived === true
   ): Effect.Effect<Loaded<S>, EventDecodeError> => {
+    if (!Envelope.readsEnvelopes(aggregate)) {
+      if (rows.length === 0) return Effect.succeed({ version, state: from, archived })
+      const folded = Envelope.foldStored(aggregate, Option.isSome(from) ? from.value : aggregate.initial, rows)
+      return Either.isLeft(folded)
+        ? Effect.fail(folded.left)
+        : Effect.succeed({ version: rows[rows.length - 1].version, state: Option.some(folded.right), archived })
+    }
     const envelopes = Envelope.decodeAll(aggregate, rows)
     if (Either.isLeft(envelopes)) return Effect.fail(envelopes.left)
     const list = envelopes.right
@@ -58,7 +67,11 @@ export const make = ({ liveStates, ops, registry, storage }: Deps) => {
     id: string,
     options?: Storage.ReadOptions
   ): Effect.Effect<Loaded<S>, EventStoreError | EventDecodeError> =>
-    Effect.flatMap(ops().readStream(tenant, id, options), (rows) => foldRows(aggregate, Option.none(), 0, rows))
+    Effect.flatMap(
+      // A whole stream folded without envelopes needs only its events' versions, types and data.
+      ops().readStream(tenant, id, options === undefined && !Envelope.readsEnvelopes(aggregate) ? forFold : options),
+      (rows) => foldRows(aggregate, Option.none(), 0, rows)
+    )
 
   // Live aggregates of a store that keeps states: the kept state plus the
   // events after it. Inside a caller's transaction the cache is not used at

@@ -15,7 +15,7 @@ import * as Combiner from "./combiner.js"
 import * as Driver from "./driver.js"
 import * as Spans from "./spans.js"
 import { wrap } from "./failures.js"
-import { type DocumentRow, type EventsJsonRow, fromEventsJson, refArrays, type SnapshotRow, toDocument, toStored } from "./rows.js"
+import { type DocumentRow, type EventsJsonRow, fromEventsJson, fromFoldJson, refArrays, type SnapshotRow, toDocument, toStored } from "./rows.js"
 import type { Store } from "./store.js"
 
 /**
@@ -139,28 +139,41 @@ export const readStream = (reads: Reads, tenantId: string, id: string, options?:
   if (start > end) return noEvents
   const { driver, names, q } = reads.store
   return end === Number.MAX_SAFE_INTEGER && until === undefined
-    ? readFrom(reads, tenantId, id, start)
+    ? readFrom(reads, tenantId, id, start, options?.forFold === true)
     : Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
       Effect.mapError(wrap(`Reading stream "${id}" failed`)),
       Effect.flatMap((rows) => parseEvents(id, rows[0]))
     )
 }
 
-const readAlone = (store: Store, tenantId: string, id: string, from: number) =>
-  (from === 1
+const readAlone = (store: Store, tenantId: string, id: string, from: number, forFold = false) =>
+  forFold && from === 1 ? readFold(store, tenantId, id) : (from === 1
     ? Driver.prepared<EventsJsonRow>(store.driver, store.names.readAll, store.q.readAll, [id, tenantId])
     : Driver.prepared<EventsJsonRow>(store.driver, store.names.readFrom, store.q.readFrom, [id, from, tenantId])).pipe(
     Effect.mapError(wrap(`Reading stream "${id}" failed`)),
     Effect.flatMap((rows) => parseEvents(id, rows[0]))
   )
 
-const readFrom = (reads: Reads, tenantId: string, id: string, from: number): Effect.Effect<Events, EventStoreError> =>
-  !reads.combining ? readAlone(reads.store, tenantId, id, from) : Effect.withFiberRuntime((fiber) => {
+// A whole stream's versions, types and data only, for a fold that builds no envelope.
+const readFold = (store: Store, tenantId: string, id: string) =>
+  Driver.prepared<EventsJsonRow>(store.driver, store.names.readFold, store.q.readFold, [id, tenantId]).pipe(
+    Effect.mapError(wrap(`Reading stream "${id}" failed`)),
+    Effect.flatMap((rows) =>
+      Effect.try({
+        try: () => rows[0] == null ? [] : fromFoldJson(id, tenantId, rows[0].events, rows[0].archived),
+        catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
+      })
+    )
+  )
+
+// A combined read reads whole events, whatever the fold needs.
+const readFrom = (reads: Reads, tenantId: string, id: string, from: number, forFold: boolean): Effect.Effect<Events, EventStoreError> =>
+  !reads.combining ? readAlone(reads.store, tenantId, id, from, forFold) : Effect.withFiberRuntime((fiber) => {
     // Inside a transaction the read must use its connection (and see its writes).
     if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some") {
-      return readAlone(reads.store, tenantId, id, from)
+      return readAlone(reads.store, tenantId, id, from, forFold)
     }
-    if (Combiner.free(reads.combiner)) return Combiner.alone(reads.combiner, readAlone(reads.store, tenantId, id, from))
+    if (Combiner.free(reads.combiner)) return Combiner.alone(reads.combiner, readAlone(reads.store, tenantId, id, from, forFold))
     return Combiner.enqueue(reads.combiner, { tenantId, id, from, resume: Combiner.unqueued, gone: false, cancel: undefined })
   })
 

@@ -96,6 +96,27 @@ export const fromEventsJson = (streamId: string, json: string | null, archived =
   return events
 }
 
+// What a read for a fold leaves out (see `Storage.ReadOptions.forFold`).
+const notRead = { metadata: Object.freeze({}), timestamp: new Date(0) }
+
+/**
+ * The events of a stream read for a fold: `[version, type, data]` per event,
+ * the rest placeholders (see `Storage.ReadOptions.forFold`).
+ *
+ * @since 0.2.0
+ */
+export const fromFoldJson = (streamId: string, tenantId: string, json: string | null, archived = false): Storage.StreamEvents => {
+  if (json === null) return archived ? Object.assign([], { archived }) : []
+  const tuples = JSON.parse(json) as Array<[number, string, unknown]>
+  const events: Array<Storage.StoredEvent> & { archived?: boolean } = new Array<Storage.StoredEvent>(tuples.length)
+  if (archived) events.archived = true
+  for (let i = 0; i < tuples.length; i++) {
+    const t = tuples[i]
+    events[i] = { streamId, version: t[0], sequence: 0, type: t[1], data: t[2], metadata: notRead.metadata, timestamp: notRead.timestamp, tenantId }
+  }
+  return events
+}
+
 /**
  * An event of a row.
  *

@@ -239,6 +239,11 @@ WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
   readAll: `SELECT ${eventsJson} AS events, ${archivedNow(s, "$2", "$1")} AS archived
 FROM ${s}.events
 WHERE tenant_id = $2 AND stream_id = $1`,
+  // A whole stream for a fold that builds no envelope: [version, type, data] per event.
+  readFold: `SELECT '[' || string_agg(concat('[', version, ',', to_json(type), ',', data, ']'), ',' ORDER BY version) || ']' AS events,
+${archivedNow(s, "$2", "$1")} AS archived
+FROM ${s}.events
+WHERE tenant_id = $2 AND stream_id = $1`,
   readFrom: `SELECT ${eventsJson} AS events, ${archivedNow(s, "$3", "$1")} AS archived
 FROM ${s}.events
 WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
@@ -371,6 +376,7 @@ export const preparedNames = (schema: string) => ({
   read: statementName(schema, "read"),
   readAll: statementName(schema, "read_all"),
   readFrom: statementName(schema, "read_from"),
+  readFold: statementName(schema, "read_fold"),
   readMany: statementName(schema, "read_many"),
   snapshot: statementName(schema, "snapshot"),
   lock: statementName(schema, "lock")
