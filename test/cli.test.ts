@@ -138,7 +138,7 @@ describe("effect-chronicle command line", { timeout: 120_000 }, () => {
     )
     const again = await cli("bare", ["migrate", "--schema", migrateSchema])
     expect(again.code).toBe(0)
-    expect(again.stdout).toContain(`Schema "${migrateSchema}" is up to date (6 migrations`)
+    expect(again.stdout).toContain(`Schema "${migrateSchema}" is up to date (7 migrations`)
   })
 
   it("streams list: newest first, by type, paged by page and by cursor", async () => {

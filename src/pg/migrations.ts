@@ -148,6 +148,15 @@ CREATE TABLE ${s}.dead_letters (
   PRIMARY KEY (subscription, seq)
 );
 `
+  },
+  {
+    id: 7,
+    name: "archived streams index",
+    // Reads of the log ask once per statement whether any stream is archived
+    // (and then which): a partial index holds only the archived ones.
+    sql: (s) => `
+CREATE INDEX IF NOT EXISTS streams_archived ON ${s}.streams (tenant_id, id) WHERE archived;
+`
   }
 ]
 
