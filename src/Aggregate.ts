@@ -312,9 +312,9 @@ export const make = <S, E, EI, SI = unknown>(options: {
   readonly state?: Schema.Schema<S, SI> | undefined
   readonly initial: S
   /**
-   * Pure: the state after one event. It is handed the event's envelope only
-   * when it declares a third parameter: folding a stream then builds no
-   * envelope per event for an `evolve` of two.
+   * Pure: the state after one event, given its envelope as a third argument.
+   * An `evolve` that declares only one or two parameters is not handed
+   * envelopes when a stream is folded, which saves building one per event.
    */
   readonly evolve: (state: S, event: E, envelope: EventEnvelope<E>) => S
   /** Old event type names read as current ones (events renamed since they were stored). */

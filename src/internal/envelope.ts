@@ -102,5 +102,12 @@ export const foldStored = <S, E>(
   return Either.right(state)
 }
 
-/** @internal whether an aggregate's `evolve` takes envelopes (declares a third parameter). */
-export const readsEnvelopes = (aggregate: Aggregate.Any): boolean => aggregate.evolve.length >= 3
+/**
+ * @internal whether an aggregate's `evolve` may read envelopes: unless it
+ * declares one or two parameters (a rest parameter, or a default on the
+ * first, leaves `length` at 0: those get envelopes).
+ */
+export const readsEnvelopes = (aggregate: Aggregate.Any): boolean => {
+  const declared = aggregate.evolve.length
+  return declared === 0 || declared >= 3
+}
