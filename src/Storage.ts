@@ -326,6 +326,8 @@ export interface StreamInfo {
   readonly createdAt: Date
   /** When its last event was stored. */
   readonly updatedAt: Date
+  /** Whether it is archived (`Session.archiveStream`): still read, no longer written. */
+  readonly archived: boolean
 }
 
 /**

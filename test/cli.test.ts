@@ -145,7 +145,7 @@ describe("effect-chronicle command line", { timeout: 120_000 }, () => {
     const all = await cli("bare", ["streams", "list", "--schema", schema, "--type", "Order"])
     expect(all.code).toBe(0)
     const lines = all.stdout.trim().split("\n")
-    expect(lines[0]).toMatch(/^STREAM\s+TYPE\s+VERSION\s+CREATED\s+UPDATED$/)
+    expect(lines[0]).toMatch(/^STREAM\s+TYPE\s+VERSION\s+CREATED\s+UPDATED\s+ARCHIVED$/)
     expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual([...orders].reverse())
     // The oldest order has two events.
     expect(lines[5]).toMatch(new RegExp(`^${orders[0]}\\s+Order\\s+2\\s+\\d{4}-`))

@@ -51,6 +51,17 @@ export const streamList = (store: StoreUnderTest) =>
         assert.isTrue(cursor.more)
       })))
 
+    it.effect("says which streams are archived", () =>
+      inTenant(Effect.gen(function*() {
+        const kept = newId("order")
+        const archived = newId("order")
+        yield* save(Session.startStream(Order, kept, [created]))
+        yield* save(Session.startStream(Order, archived, [created]))
+        yield* save(Session.archiveStream(archived))
+        const all = yield* EventStore.listStreams()
+        assert.deepStrictEqual(all.streams.map((s) => [s.streamId, s.archived]), [[archived, true], [kept, false]])
+      })))
+
     it.effect("filters by stream type", () =>
       inTenant(Effect.gen(function*() {
         const order = newId("order")

@@ -157,7 +157,8 @@ export const listStreams = (state: State, tenantId: string, query: Storage.Strea
         tenantId,
         sequence: first.sequence,
         createdAt: first.timestamp,
-        updatedAt: row.events[row.events.length - 1].timestamp
+        updatedAt: row.events[row.events.length - 1].timestamp,
+        archived: row.archived
       })
     }
     all.sort((a, b) => b.sequence - a.sequence)

@@ -222,6 +222,7 @@ interface StreamListRow {
   readonly seq: string | number
   readonly created: number
   readonly updated: number
+  readonly archived: boolean
 }
 
 /**
@@ -245,7 +246,8 @@ export const listStreams = (store: Store, tenantId: string, query: Storage.Strea
         tenantId,
         sequence: Number(row.seq),
         createdAt: new Date(row.created),
-        updatedAt: new Date(row.updated)
+        updatedAt: new Date(row.updated),
+        archived: row.archived
       }))
     ),
     Effect.mapError(wrap("Listing streams failed"))

@@ -286,7 +286,7 @@ ORDER BY projection, projection_version, tenant_id, id FOR UPDATE`,
   ...daemonStatements(s),
   // Streams with events (a version-0 row is a lock placeholder), newest first by their first event;
   // $3 a cursor stream: only streams older than it (none when it names no stream).
-  listStreams: `SELECT st.id, st.type, st.version, f.seq, ${millis(`f."timestamp"`)} AS created, ${millis(`l."timestamp"`)} AS updated
+  listStreams: `SELECT st.id, st.type, st.version, st.archived, f.seq, ${millis(`f."timestamp"`)} AS created, ${millis(`l."timestamp"`)} AS updated
 FROM ${s}.streams st
 JOIN ${s}.events f ON f.tenant_id = st.tenant_id AND f.stream_id = st.id AND f.version = 1
 JOIN ${s}.events l ON l.tenant_id = st.tenant_id AND l.stream_id = st.id AND l.version = st.version

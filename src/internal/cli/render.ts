@@ -19,8 +19,8 @@ export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<Readonl
 /** @internal a page of streams. */
 export const streams = (page: ReadonlyArray<Storage.StreamInfo>): string =>
   table(
-    ["STREAM", "TYPE", "VERSION", "CREATED", "UPDATED"],
-    page.map((s) => [s.streamId, s.streamType, String(s.version), s.createdAt.toISOString(), s.updatedAt.toISOString()]),
+    ["STREAM", "TYPE", "VERSION", "CREATED", "UPDATED", "ARCHIVED"],
+    page.map((s) => [s.streamId, s.streamType, String(s.version), s.createdAt.toISOString(), s.updatedAt.toISOString(), s.archived ? "yes" : ""]),
     new Set([2])
   )
 
