@@ -69,4 +69,43 @@ describe("review: compiled event decoders", () => {
     for (let i = 0; i < 3; i++) assert.isTrue(Either.isRight(codec.decode("Base", { n: 1, m: 2 })))
     assert.strictEqual(constructed, 3)
   })
+
+  it("a payload holding a _tag of its own decodes under its stored type, through an index signature too", () => {
+    const A = Schema.Struct({ _tag: Schema.Literal("A") }, Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+    class B extends Schema.TaggedClass<B>()("B", { n: Schema.Number }) {}
+    const Events = Schema.Union(A, B)
+    check(Events, "A", { _tag: "Z", x: 1 })
+    check(Events, "B", { n: 1 })
+    check(Events, "B", { _tag: "Z", n: 1, m: 2 })
+  })
+
+  it("an array payload decodes as the Schema spreads it", () => {
+    class A extends Schema.TaggedClass<A>()("A", { n: Schema.optional(Schema.Number) }) {}
+    const R = Schema.Struct({ _tag: Schema.Literal("R") }, Schema.Record({ key: Schema.String, value: Schema.String }))
+    const E = Schema.TaggedStruct("E", {})
+    const Events = Schema.Union(A, R, E)
+    for (const data of [[], ["x"]]) {
+      check(Events, "A", data)
+      check(Events, "R", data)
+      check(Events, "E", data)
+    }
+  })
+
+  it("a member of no fields but its tag drops a payload's excess properties", () => {
+    const E = Schema.TaggedStruct("E", {})
+    class F extends Schema.TaggedClass<F>()("F", {}) {}
+    const Events = Schema.Union(E, F)
+    check(Events, "E", { extra: 1 })
+    const codec = Aggregate.makeCodec(Events)
+    const slow = Schema.decodeUnknownEither(Events)
+    for (const data of [{}, { extra: 1 }, { extra: 2 }]) {
+      const fast = codec.decode("F", data)
+      const want = slow({ ...data, _tag: "F" })
+      assert.isTrue(Either.isRight(fast) && Either.isRight(want))
+      if (Either.isRight(fast) && Either.isRight(want)) {
+        assert.deepStrictEqual(Reflect.ownKeys(fast.right), Reflect.ownKeys(want.right))
+        assert.strictEqual(Object.getPrototypeOf(fast.right), Object.getPrototypeOf(want.right))
+      }
+    }
+  })
 })

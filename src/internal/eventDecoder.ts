@@ -193,6 +193,9 @@ export const compile = <E>(
     const validate = ParseResult.decodeUnknownEither(
       Schema.make<Record<string, unknown>, unknown, never>(new SchemaAST.TypeLiteral(fields, member.fields.indexSignatures))
     )
+    // A type literal of no fields hands its input back as it is, excess
+    // properties and all; the Schema (whose fields hold the tag) drops them.
+    const empty = fields.length === 0 && member.fields.indexSignatures.length === 0
     // Until the first event of this type has gone through the Schema, its
     // prototype is not known: the decoder learns it then, and checks that the
     // constructor builds nothing the fast path would not (defaults merged into
@@ -201,7 +204,10 @@ export const compile = <E>(
     let alone = false
     const decoder: Decoder<E> = (data) => {
       if (alone) return Either.mapLeft(slow(type, data), () => undefined)
-      const validated = validate(data)
+      // An array, or a payload holding a `_tag` of its own, the Schema reads as
+      // `{ ...data, _tag }`: spread indices, the tag kept where the payload had it.
+      if (typeof data !== "object" || data === null || Array.isArray(data) || Object.hasOwn(data, "_tag")) return Either.left(undefined)
+      const validated = empty ? Either.right<Record<string, unknown>>({}) : validate(data)
       if (Either.isLeft(validated)) return Either.left(undefined)
       if (member.kind === "struct") return Either.right({ _tag: type, ...validated.right } as E)
       if (prototype === undefined) {
