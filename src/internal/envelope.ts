@@ -80,8 +80,8 @@ export const tagOf = (event: unknown): string =>
     : typeof event
 
 /**
- * @internal stored events decoded and folded onto `state` in one pass,
- * without an envelope per event: for an `evolve` declared with two
+ * @internal stored events decoded, then folded onto `state`, without an
+ * envelope per event: for an `evolve` declared with two
  * parameters, which never reads one. The first event that does not decode
  * fails all, as `decodeAll` does.
  */
@@ -91,23 +91,47 @@ export const foldStored = <S, E>(
   rows: ReadonlyArray<Storage.StoredEvent>
 ): Either.Either<S, EventDecodeError> => {
   const { codec, evolve } = aggregate
+  // Every event decoded before evolve runs, as `decodeAll` then a fold would:
+  // a payload that does not decode fails the load whatever evolve does.
+  const events: Array<E> = new Array(rows.length)
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i]
     const decoded = codec.decode(row.type, row.data)
     if (Either.isLeft(decoded)) {
       return Either.left(new EventDecodeError({ streamId: row.streamId, version: row.version, eventType: row.type, message: decoded.left }))
     }
-    state = (evolve as (state: S, event: E) => S)(state, decoded.right)
+    events[i] = decoded.right
   }
+  for (let i = 0; i < events.length; i++) state = (evolve as (state: S, event: E) => S)(state, events[i])
   return Either.right(state)
 }
 
 /**
  * @internal whether an aggregate's `evolve` may read envelopes: unless it
- * declares one or two parameters (a rest parameter, or a default on the
- * first, leaves `length` at 0: those get envelopes).
+ * declares one or two parameters and no default or rest parameter (which
+ * `length` leaves out: those get envelopes).
  */
 export const readsEnvelopes = (aggregate: Aggregate.Any): boolean => {
   const declared = aggregate.evolve.length
-  return declared === 0 || declared >= 3
+  return declared === 0 || declared >= 3 || defaultsOrRest(aggregate.evolve)
+}
+
+// Whether a function's parameter list holds a default or a rest parameter,
+// which `length` does not count: `(state, event, envelope = x)` and
+// `(state, event, ...rest)` have length 2 yet read a third argument. A bare
+// arrow (`state => ...`) has neither; otherwise any default or rest shows up
+// before the first closing parenthesis. Read once per function.
+const defaultsOrRestOf = new WeakMap<Function, boolean>()
+const defaultsOrRest = (f: Function): boolean => {
+  let known = defaultsOrRestOf.get(f)
+  if (known === undefined) {
+    const source = Function.prototype.toString.call(f)
+    const arrow = source.indexOf("=>")
+    const open = source.indexOf("(")
+    const bare = arrow !== -1 && (open === -1 || arrow < open)
+    const head = source.slice(0, source.indexOf(")") + 1)
+    known = !bare && (head.includes("=") || head.includes("..."))
+    defaultsOrRestOf.set(f, known)
+  }
+  return known
 }

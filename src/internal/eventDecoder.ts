@@ -71,12 +71,20 @@ interface Member {
   readonly tag: string
   readonly fields: SchemaAST.TypeLiteral
 }
+// Parse options annotated on a member change how its fields decode (excess
+// properties kept or rejected): such a member goes through the Schema.
+const annotated = (ast: SchemaAST.AST): boolean => SchemaAST.getParseOptionsAnnotation(ast)._tag === "Some"
 const memberOf = (ast: SchemaAST.AST): Member | undefined => {
+  if (annotated(ast)) return undefined
   if (ast._tag === "TypeLiteral") {
     const tag = tagOf(ast)
-    return tag === undefined ? undefined : { kind: "struct", tag, fields: ast }
+    // The Schema builds the event in the order its fields are declared: the fast path puts the tag first.
+    return tag === undefined || ast.propertySignatures[0]?.name !== "_tag" ? undefined : { kind: "struct", tag, fields: ast }
   }
-  if (ast._tag === "Transformation" && ast.from._tag === "TypeLiteral" && ast.to._tag === "Declaration") {
+  if (
+    ast._tag === "Transformation" && ast.from._tag === "TypeLiteral" && ast.to._tag === "Declaration" &&
+    !annotated(ast.from) && !annotated(ast.to)
+  ) {
     const tag = tagOf(ast.from)
     return tag === undefined ? undefined : { kind: "class", tag, fields: ast.from }
   }
@@ -84,6 +92,29 @@ const memberOf = (ast: SchemaAST.AST): Member | undefined => {
 }
 
 const membersOf = (ast: SchemaAST.AST): ReadonlyArray<SchemaAST.AST> => ast._tag === "Union" ? ast.types : [ast]
+
+// The tags the union finds a member by (its encoded side, as the union's
+// search does), for members the fast path does not take: a tag one of them
+// holds is decided by the union itself.
+const tagsOf = (ast: SchemaAST.AST, depth = 0): ReadonlyArray<string> => {
+  if (depth > 32) return []
+  switch (ast._tag) {
+    case "Union":
+      return ast.types.flatMap((t) => tagsOf(t, depth + 1))
+    case "Refinement":
+    case "Transformation":
+      return tagsOf(ast.from, depth + 1)
+    case "TypeLiteral": {
+      const tag = ast.propertySignatures.find((p) => p.name === "_tag")
+      if (tag === undefined) return []
+      return (tag.type._tag === "Union" ? tag.type.types : [tag.type]).flatMap((t) =>
+        t._tag === "Literal" && typeof t.literal === "string" ? [t.literal] : []
+      )
+    }
+    default:
+      return []
+  }
+}
 
 // Whether `event` holds exactly the validated fields and then its tag, its
 // class defines no constructor of its own, and it merges no constructor
@@ -97,10 +128,18 @@ const builtAsFields = (event: unknown, fields: Record<string, unknown>): boolean
   for (const key of Object.keys(fields)) {
     if (JSON.stringify((event as Record<string, unknown>)[key]) !== JSON.stringify(fields[key])) return false
   }
-  // A constructor of the application's own (in a subclass of the Schema's class) must run for every event.
-  for (let ctor = event.constructor; typeof ctor === "function" && !Object.prototype.hasOwnProperty.call(ctor, "ast");) {
-    if (/\bconstructor\s*\(/.test(Function.prototype.toString.call(ctor))) return false
+  // A constructor of the application's own (in a subclass of the Schema's class, or in a class an
+  // `extend` builds on) must run for every event: every class below the topmost Schema class is read.
+  const chain: Array<Function> = []
+  for (let ctor = event.constructor; typeof ctor === "function" && ctor !== Function.prototype;) {
+    chain.push(ctor)
     ctor = Object.getPrototypeOf(ctor)
+  }
+  const schemaClass = (ctor: Function) => Object.prototype.hasOwnProperty.call(ctor, "ast")
+  let top = chain.length - 1
+  while (top >= 0 && !schemaClass(chain[top])) top--
+  for (const ctor of chain.slice(0, top)) {
+    if (!schemaClass(ctor) && /\bconstructor\s*\(/.test(Function.prototype.toString.call(ctor))) return false
   }
   const declared = (event.constructor as { fields?: unknown } | undefined)?.fields
   if (declared === null || typeof declared !== "object") return false
@@ -126,9 +165,14 @@ export const compile = <E>(
   slow: (type: string, data: unknown) => Either.Either<E, unknown>
 ): ((type: string) => Decoder<E> | undefined) => {
   const candidates = new Map<string, Member | null>()
+  // Parse options on the union apply to every member's fields.
+  if (annotated(schema.ast)) return () => undefined
   for (const ast of membersOf(schema.ast)) {
     const member = memberOf(ast)
-    if (member === undefined) continue
+    if (member === undefined) {
+      for (const tag of tagsOf(ast)) candidates.set(tag, null)
+      continue
+    }
     // A tag two members share is decided by the union itself.
     candidates.set(member.tag, candidates.has(member.tag) ? null : member)
   }
@@ -149,6 +193,9 @@ export const compile = <E>(
     const validate = ParseResult.decodeUnknownEither(
       Schema.make<Record<string, unknown>, unknown, never>(new SchemaAST.TypeLiteral(fields, member.fields.indexSignatures))
     )
+    // A type literal of no fields hands its input back as it is, excess
+    // properties and all; the Schema (whose fields hold the tag) drops them.
+    const empty = fields.length === 0 && member.fields.indexSignatures.length === 0
     // Until the first event of this type has gone through the Schema, its
     // prototype is not known: the decoder learns it then, and checks that the
     // constructor builds nothing the fast path would not (defaults merged into
@@ -157,7 +204,10 @@ export const compile = <E>(
     let alone = false
     const decoder: Decoder<E> = (data) => {
       if (alone) return Either.mapLeft(slow(type, data), () => undefined)
-      const validated = validate(data)
+      // An array, or a payload holding a `_tag` of its own, the Schema reads as
+      // `{ ...data, _tag }`: spread indices, the tag kept where the payload had it.
+      if (typeof data !== "object" || data === null || Array.isArray(data) || Object.hasOwn(data, "_tag")) return Either.left(undefined)
+      const validated = empty ? Either.right<Record<string, unknown>>({}) : validate(data)
       if (Either.isLeft(validated)) return Either.left(undefined)
       if (member.kind === "struct") return Either.right({ _tag: type, ...validated.right } as E)
       if (prototype === undefined) {
