@@ -8,6 +8,8 @@ import * as Schema from "effect/Schema"
 import { Projection, Subscription } from "effect-chronicle"
 import { Order, OrderCreated } from "../examples/order.js"
 
+// The same projections as examples/projections.ts, defined again: the bin is bundled,
+// and in a bundle that example's runMain would take the bundle for itself and run.
 export const OrderSnapshot = Projection.snapshot(Order, "Inline")
 
 export const DailyOrders = Projection.multiStream({

@@ -36,6 +36,7 @@ import {
   OrderReady,
   OrderShipped
 } from "../examples/order.js"
+import { DailyOrders } from "../examples/projections.js"
 
 const created = (...names: Array<string>) => new OrderCreated({ items: names.map((name) => new Item({ name, ready: false })) })
 const Mark = (orderId: string, itemName: string) => MarkItemReadyHandler({ orderId, itemName })
@@ -308,15 +309,6 @@ describe("the test store does not stall under TestClock", () => {
     }).pipe(Effect.provide(ChronicleTest.layer([DailyOrders]))), quick)
 })
 
-const DailyOrders = Projection.multiStream({
-  name: "DailyOrders",
-  events: OrderCreated,
-  state: Schema.Struct({ orders: Schema.Number, items: Schema.Number }),
-  initial: { orders: 0, items: 0 },
-  key: (envelope) => envelope.timestamp.toISOString().slice(0, 10),
-  evolve: (day, event) => ({ orders: day.orders + 1, items: day.items + event.items.length }),
-  lifecycle: "Async"
-})
 
 const ReadyItems = Projection.multiStream({
   name: "ReadyItems",
