@@ -19,6 +19,7 @@ import type {
   InvalidStreamIdError
 } from "./Errors.js"
 import type { EventEnvelope } from "./EventEnvelope.js"
+import * as Fiber from "./internal/fiber.js"
 import * as internal from "./internal/session.js"
 import type { AppendErrorOf, AppendOptions, ExclusiveFetchErrorOf, FetchErrorOf, SaveError } from "./internal/sessionErrors.js"
 import { EventStore } from "./internal/store.js"
@@ -200,10 +201,15 @@ export const layer: Layer.Layer<Session, never, EventStore> = Layer.scoped(Sessi
  * @since 0.1.0
  */
 export const run = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Session> | EventStore> =>
-  Effect.flatMap(EventStore, (store) => {
-    const { close, session } = internal.unsafeMake(store)
-    return Effect.ensuring(Effect.provideService(effect, Session, session), close)
-  })
+  Fiber.provideScoped(
+    effect,
+    Session,
+    (context) => {
+      const made = internal.unsafeMake(Context.unsafeGet(context as Context.Context<EventStore>, EventStore))
+      return { service: made.session, handle: made }
+    },
+    (made) => made.closeIfOpen()
+  ) as Effect.Effect<A, E, Exclude<R, Session> | EventStore>
 
 /**
  * Fetches a stream's state and version for writing. With `expectedVersion`,
@@ -216,7 +222,7 @@ export const fetchForWriting = <S, E, const O extends FetchOptions = {}>(
   id: string,
   options?: O
 ): Effect.Effect<EventStream<S, E>, FetchErrorOf<O>, Session> =>
-  Effect.flatMap(Session, (session) => session.fetchForWriting(aggregate, id, options))
+  Fiber.withService(Session, (session) => session.fetchForWriting(aggregate, id, options))
 
 /**
  * Fetches for writing while holding the stream's lock until `saveChanges` or
@@ -229,7 +235,7 @@ export const fetchForExclusiveWriting = <S, E, const O extends ExclusiveFetchOpt
   id: string,
   options?: O
 ): Effect.Effect<EventStream<S, E>, ExclusiveFetchErrorOf<O>, Session> =>
-  Effect.flatMap(Session, (session) => session.fetchForExclusiveWriting(aggregate, id, options))
+  Fiber.withService(Session, (session) => session.fetchForExclusiveWriting(aggregate, id, options))
 
 /**
  * The current state of a stream, read-only; after `saveChanges` in the same
@@ -241,7 +247,7 @@ export const fetchLatest = <S, E>(
   aggregate: Aggregate.Aggregate<S, E, any, any>,
   id: string
 ): Effect.Effect<Option.Option<S>, EventStoreError | EventDecodeError | InvalidStreamIdError, Session> =>
-  Effect.flatMap(Session, (session) => session.fetchLatest(aggregate, id))
+  Fiber.withService(Session, (session) => session.fetchLatest(aggregate, id))
 
 /**
  * A live fold of the stream, optionally as of a version or a moment (time travel).
@@ -253,7 +259,7 @@ export const aggregateStream = <S, E>(
   id: string,
   options?: AggregateStreamOptions
 ): Effect.Effect<Option.Option<S>, EventStoreError | EventDecodeError | InvalidStreamIdError, Session> =>
-  Effect.flatMap(Session, (session) => session.aggregateStream(aggregate, id, options))
+  Fiber.withService(Session, (session) => session.aggregateStream(aggregate, id, options))
 
 /**
  * The stream's events in version order: given an aggregate, decoded by its
@@ -273,7 +279,7 @@ export const readStream: {
     id: string,
     options?: ReadStreamOptions
   ): Effect.Effect<ReadonlyArray<EventEnvelope<unknown>>, EventStoreError | InvalidStreamIdError, Session>
-} = (...args: [any, any?, any?]) => Effect.flatMap(Session, (session) => (session.readStream as any)(...args)) as any
+} = (...args: [any, any?, any?]) => Fiber.withService(Session, (session) => (session.readStream as any)(...args)) as any
 
 /**
  * Starts a new stream; the save fails with `StreamExistsError` when the id is taken.
@@ -285,7 +291,7 @@ export const startStream = <S, E>(
   id: string,
   events: Iterable<E>
 ): Effect.Effect<void, InvalidStreamIdError, Session> =>
-  Effect.flatMap(Session, (session) => session.startStream(aggregate, id, events))
+  Fiber.withService(Session, (session) => session.startStream(aggregate, id, events))
 
 /**
  * Appends events to a stream, joining the pending action of a stream fetched
@@ -300,7 +306,7 @@ export const append = <S, E, const O extends AppendOptions = {}>(
   events: Iterable<E>,
   options?: O
 ): Effect.Effect<void, AppendErrorOf<O>, Session> =>
-  Effect.flatMap(Session, (session) => session.append(aggregate, id, events, options))
+  Fiber.withService(Session, (session) => session.append(aggregate, id, events, options))
 
 /**
  * Archives a stream at `saveChanges`, atomically with the rest of the session
@@ -314,7 +320,7 @@ export const append = <S, E, const O extends AppendOptions = {}>(
  * @since 0.2.0
  */
 export const archiveStream = (id: string): Effect.Effect<void, InvalidStreamIdError, Session> =>
-  Effect.flatMap(Session, (session) => session.archiveStream(id))
+  Fiber.withService(Session, (session) => session.archiveStream(id))
 
 /**
  * The stored document of a snapshot or multi-stream projection, exactly as
@@ -326,7 +332,7 @@ export const loadDocument = <S>(
   projection: Projection.Snapshot<S, any> | Projection.MultiStream<S, any>,
   key: string
 ): Effect.Effect<Option.Option<S>, EventStoreError, Session> =>
-  Effect.flatMap(Session, (session) => session.loadDocument(projection, key))
+  Fiber.withService(Session, (session) => session.loadDocument(projection, key))
 
 /**
  * Writes everything pending in one transaction; on failure nothing is written.
@@ -334,7 +340,7 @@ export const loadDocument = <S>(
  *
  * @since 0.1.0
  */
-export const saveChanges: Effect.Effect<SaveResult, SaveError, Session> = Effect.flatMap(
+export const saveChanges: Effect.Effect<SaveResult, SaveError, Session> = Fiber.withService(
   Session,
   (session) => session.saveChanges
 )

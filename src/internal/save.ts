@@ -7,7 +7,9 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Metric from "effect/Metric"
+import * as Cause from "effect/Cause"
+import type * as MetricLabel from "effect/MetricLabel"
+import * as Option from "effect/Option"
 import * as Aggregate from "../Aggregate.js"
 import { ConcurrencyError, DeadlockError, EventEncodeError, StreamArchivedError, StreamExistsError } from "../Errors.js"
 import type { EventMetadata } from "../EventEnvelope.js"
@@ -129,7 +131,8 @@ export const save = (
   target: Storage.Transaction | undefined,
   saving: ReadonlyMap<string, UnitOfWork.Pending>,
   tenantId: string,
-  archiving: ReadonlyArray<string> = []
+  archiving: ReadonlyArray<string> = [],
+  labels: ReadonlyArray<MetricLabel.MetricLabel> = []
 ): Effect.Effect<SaveResult, SaveError> => {
   const entries = Array.from(saving.values()).filter(UnitOfWork.hasWork)
   const encoded = encodeBatch(tenantId, entries)
@@ -142,20 +145,30 @@ export const save = (
   const plan = Inline.plan(deps.registry, entries, batch, deps.knownAt)
   if (Either.isLeft(plan)) return Effect.fail(plan.left)
   const { computed, documents, inline } = plan.right
-  const committing = Effect.flatMap((target ?? deps.storage).commit({ ...batch, documents, inline }), (result): Effect.Effect<SaveResult, SaveError> => {
-    if (result._tag === "Conflicted") return Effect.fail(conflictError(saving, result.conflicts[0]))
-    if (result._tag === "Deadlocked") return Effect.fail(new DeadlockError({ streamIds: result.streamIds }))
-    let counted: Effect.Effect<void> = Metric.increment(Tracing.savesWith("ok"))
-    for (const committed of result.streams) {
-      const entry = saving.get(committed.streamId)
-      if (entry !== undefined) {
-        UnitOfWork.remember(deps.uow, entry, committed, tenantId, computed.get(committed.streamId) ?? result.states?.get(committed.streamId))
-        if (committed.events.length > 0) {
-          counted = Effect.zipRight(counted, Metric.incrementBy(Tracing.appendedTo(entry.aggregate.name), committed.events.length))
+  // The counters are updated in the step that sees the outcome, with the fiber's labels, as Metric.update would.
+  return Effect.matchCauseEffect((target ?? deps.storage).commit({ ...batch, documents, inline }), {
+    onFailure: (cause) => {
+      const failure = Cause.failureOption(cause)
+      if (Option.isSome(failure)) Tracing.savesWith(Tracing.outcomeOf(failure.value)).unsafeUpdate(1, labels)
+      return Effect.failCause(cause)
+    },
+    onSuccess: (result): Effect.Effect<SaveResult, SaveError> => {
+      if (result._tag === "Conflicted" || result._tag === "Deadlocked") {
+        const error = result._tag === "Conflicted"
+          ? conflictError(saving, result.conflicts[0])
+          : new DeadlockError({ streamIds: result.streamIds })
+        Tracing.savesWith(Tracing.outcomeOf(error)).unsafeUpdate(1, labels)
+        return Effect.fail(error)
+      }
+      Tracing.savesWith("ok").unsafeUpdate(1, labels)
+      for (const committed of result.streams) {
+        const entry = saving.get(committed.streamId)
+        if (entry !== undefined) {
+          UnitOfWork.remember(deps.uow, entry, committed, tenantId, computed.get(committed.streamId) ?? result.states?.get(committed.streamId))
+          if (committed.events.length > 0) Tracing.appendedTo(entry.aggregate.name).unsafeUpdate(committed.events.length, labels)
         }
       }
+      return Effect.succeed(resultOf(result))
     }
-    return Effect.as(counted, resultOf(result))
   })
-  return Effect.tapError(committing, (error) => Metric.increment(Tracing.savesWith(Tracing.outcomeOf(error))))
 }

@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Aggregate from "../Aggregate.js"
 import {
   ConcurrencyError,
+  type EventDecodeError,
   EventStoreError,
   InvalidExpectedVersionError,
   InvalidStreamIdError,
@@ -98,16 +99,22 @@ const fetchForWriting = (ctx: Context) =>
   id: string,
   options?: Session.FetchOptions
 ): Effect.Effect<Session.EventStream<S, E>, Session.FetchError> =>
-  Tracing.span(Effect.withFiberRuntime((fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
-    const invalid = invalidInput(id, options?.expectedVersion)
-    if (invalid !== undefined) return Effect.fail(invalid)
-    const tenant = fiber.getFiberRef(currentTenant)
-    return Tracing.timed(
-      Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options)),
-      "fetch",
-      aggregate.name
-    )
-  }), "chronicle.fetchForWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
+  Tracing.spanned(
+    "chronicle.fetchForWriting",
+    () => fetchAttributes(aggregate, id, options?.expectedVersion),
+    versionOf,
+    (fiber): Effect.Effect<Session.EventStream<any, any>, Session.FetchError> => {
+      const invalid = invalidInput(id, options?.expectedVersion)
+      if (invalid !== undefined) return Effect.fail(invalid)
+      const tenant = fiber.getFiberRef(currentTenant)
+      return Tracing.timedIn(
+        fiber,
+        Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options)),
+        "fetch",
+        aggregate.name
+      )
+    }
+  )
 
 const fetchForExclusiveWriting = (ctx: Context) =>
 <S, E>(
@@ -140,16 +147,15 @@ const aggregateStream = (ctx: Context): Session.SessionShape["aggregateStream"] 
   ), "chronicle.aggregateStream", fetchAttributes(aggregate, id))
 
 const fetchLatest = (ctx: Context): Session.SessionShape["fetchLatest"] => (aggregate, id) =>
-  Tracing.span(Effect.withFiberRuntime((fiber) => {
+  Tracing.spanned("chronicle.fetchLatest", () => fetchAttributes(aggregate, id), undefined, (fiber): Effect.Effect<Option.Option<any>, EventStoreError | EventDecodeError | InvalidStreamIdError> => {
     const tenant = fiber.getFiberRef(currentTenant)
     const known = UnitOfWork.knownOf(ctx.uow, aggregate, tenant, id)
     // After our own save the identity map holds the newest state we can know of.
-    if (known !== undefined && known.saved) return Tracing.timed(Effect.succeed(known.state), "fetch", aggregate.name)
-    return Effect.zipRight(
-      StreamId.validate(id),
-      Tracing.timed(Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state), "fetch", aggregate.name)
-    )
-  }), "chronicle.fetchLatest", fetchAttributes(aggregate, id))
+    if (known !== undefined && known.saved) return Tracing.timedIn(fiber, Effect.succeed(known.state), "fetch", aggregate.name)
+    const invalid = StreamId.invalidReason(id)
+    if (invalid !== undefined) return Effect.fail(new InvalidStreamIdError({ streamId: id, reason: invalid }))
+    return Tracing.timedIn(fiber, Effect.map(ctx.loadLatest(aggregate, tenant, id), (loaded) => loaded.state), "fetch", aggregate.name)
+  })
 
 const loadDocument = (ctx: Context): Session.SessionShape["loadDocument"] => (projection, key) =>
   Effect.gen(function*() {
@@ -259,13 +265,10 @@ const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.Sa
           }`
         })
       )
-      : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId, archiving)
-    const ended = Tracing.timed(
-      ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive)),
-      "save",
-      aggregatesOf(saving)
-    )
-    return Tracing.span(ended, "chronicle.saveChanges", { "chronicle.streams": saving.size }, (result) => ({
+      : Save.save(ctx, ctx.exclusive.transaction, saving, tenantId, archiving, fiber.getFiberRef(FiberRef.currentMetricLabels))
+    const ended = ctx.exclusive.scope === undefined ? effect : Effect.ensuring(effect, Exclusive.end(ctx.exclusive))
+    if (!Tracing.records(fiber.currentTracer)) return Tracing.timedIn(fiber, ended, "save", aggregatesOf(saving))
+    return Tracing.span(Tracing.timedIn(fiber, ended, "save", aggregatesOf(saving)), "chronicle.saveChanges", { "chronicle.streams": saving.size }, (result) => ({
       "chronicle.events": result.streams.reduce((n, s) => n + s.sequences.length, 0),
       "chronicle.stream_id": result.streams.map((s) => s.streamId).join(",")
     }))
@@ -287,7 +290,12 @@ export const known = (
 }
 
 /** @internal a session over `store`, and what ends it (its locks given back, anything unsaved rolled back). */
-export const unsafeMake = (store: EventStoreShape): { readonly session: Session.SessionShape; readonly close: Effect.Effect<void> } => {
+export const unsafeMake = (store: EventStoreShape): {
+  readonly session: Session.SessionShape
+  readonly close: Effect.Effect<void>
+  /** `close` when there is something to end (an exclusive fetch's transaction), else undefined. */
+  readonly closeIfOpen: () => Effect.Effect<void> | undefined
+} => {
   const uow = UnitOfWork.make()
   const exclusive = Exclusive.make()
   const ops = (): Storage.Operations => exclusive.transaction ?? store.storage
@@ -308,5 +316,6 @@ export const unsafeMake = (store: EventStoreShape): { readonly session: Session.
     loadDocument: loadDocument(ctx)
   }
   unitsOfWork.set(session, uow)
-  return { session, close: Exclusive.end(exclusive) }
+  const close = Exclusive.end(exclusive)
+  return { session, close, closeIfOpen: () => exclusive.scope === undefined && exclusive.transaction === undefined ? undefined : close }
 }

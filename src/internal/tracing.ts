@@ -7,6 +7,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
@@ -145,21 +146,47 @@ const fetchDurations = memo(([aggregate, outcome]) => taggedOnce(fetchDurationKe
  * defect being an error); an interrupted operation has no outcome and is not recorded.
  */
 export const timed = <A, E, R>(self: Effect.Effect<A, E, R>, histogram: "save" | "fetch", aggregate: string): Effect.Effect<A, E, R> =>
-  // Recorded in the step that sees the exit (no further effect), with the fiber's metric labels as Metric.update would.
-  Effect.withFiberRuntime((fiber) => {
-    const start = performance.now()
-    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
-    const durations = histogram === "save" ? saveDurations : fetchDurations
-    return Effect.matchCauseEffect(self, {
-      onSuccess: (a) => {
-        durations(aggregate, "ok").unsafeUpdate(performance.now() - start, labels)
-        return Effect.succeed(a)
-      },
-      onFailure: (cause) => {
-        const failure = Cause.failureOption(cause)
-        const outcome = Option.isSome(failure) ? outcomeOf(failure.value) : Cause.isInterruptedOnly(cause) ? undefined : "error"
-        if (outcome !== undefined) durations(aggregate, outcome).unsafeUpdate(performance.now() - start, labels)
-        return Effect.failCause(cause)
-      }
-    })
+  Effect.withFiberRuntime((fiber) => timedIn(fiber, self, histogram, aggregate))
+
+/**
+ * @internal `timed`, from inside a step that has the fiber: recorded in the
+ * step that sees the exit (no further effect), with the fiber's metric labels
+ * as Metric.update would.
+ */
+export const timedIn = <A, E, R>(
+  fiber: Fiber.RuntimeFiber<any, any>,
+  self: Effect.Effect<A, E, R>,
+  histogram: "save" | "fetch",
+  aggregate: string
+): Effect.Effect<A, E, R> => {
+  const start = performance.now()
+  const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+  const durations = histogram === "save" ? saveDurations : fetchDurations
+  return Effect.matchCauseEffect(self, {
+    onSuccess: (a) => {
+      durations(aggregate, "ok").unsafeUpdate(performance.now() - start, labels)
+      return Effect.succeed(a)
+    },
+    onFailure: (cause) => {
+      const failure = Cause.failureOption(cause)
+      const outcome = Option.isSome(failure) ? outcomeOf(failure.value) : Cause.isInterruptedOnly(cause) ? undefined : "error"
+      if (outcome !== undefined) durations(aggregate, outcome).unsafeUpdate(performance.now() - start, labels)
+      return Effect.failCause(cause)
+    }
   })
+}
+
+/**
+ * @internal `body` of the running fiber, in a span named `name` when a tracer
+ * is installed (attributes computed only then): one step of the run loop
+ * when none is.
+ */
+export const spanned = <A, E, R>(
+  name: string,
+  attributes: () => Attributes,
+  after: ((a: A) => Attributes) | undefined,
+  body: (fiber: Fiber.RuntimeFiber<any, any>) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) =>
+    records(fiber.currentTracer) ? span(Effect.withFiberRuntime(body), name, attributes(), after) : body(fiber)
+  )

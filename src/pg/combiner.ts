@@ -146,9 +146,19 @@ export const free = <A, E, W extends Waiter<A, E>>(combiner: Combiner<A, E, W>) 
  * @since 0.1.0
  */
 export const alone = <A, E, W extends Waiter<A, E>, X, Y, R>(combiner: Combiner<A, E, W>, effect: Effect.Effect<X, Y, R>) =>
+  // The slot is given back in the step that sees the exit, whatever it is (one region, no finalizer effect).
   Effect.uninterruptibleMask((restore) => {
     combiner.inFlight++
-    return Effect.ensuring(restore(effect), combiner.release)
+    return Effect.matchCauseEffect(restore(effect), {
+      onFailure: (cause) => {
+        combiner.landed()
+        return Effect.failCause(cause)
+      },
+      onSuccess: (x) => {
+        combiner.landed()
+        return Effect.succeed(x)
+      }
+    })
   })
 
 /**

@@ -23,11 +23,13 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
+import * as Tracing from "../internal/tracing.js"
 import { outcomeUnknown } from "./failures.js"
 import * as Spans from "./spans.js"
 
@@ -242,11 +244,21 @@ const queryOn = <A>(driver: Driver, client: Pg.PoolClient, name: string, text: s
     )
   })
 
-const onPoolOnce = <A>(driver: Driver, conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
+// The statement on the pool, and whether it was sent (a failure before is one that never ran).
+const onPoolOnce = <A>(
+  driver: Driver,
+  conn: SqlConnection.Connection,
+  name: string,
+  text: string,
+  values: ReadonlyArray<unknown>,
+  attempt: { sent: boolean }
+): Effect.Effect<ReadonlyArray<A>, SqlError> => {
   const withClient = conn === driver.pool ? driver.poolWithClient : withClientOf(conn)
   // A plain config here, not a Query: @effect/sql-pg passes its callback as the
   // third argument, which node-postgres before 8.19 ignores for Query objects.
   if (withClient === undefined) {
+    // Whether it was sent is unknown here, but for a client the pool could not give.
+    attempt.sent = true
     return Effect.map(
       conn.executeRaw({ name, text } as unknown as string, values),
       (result) => (result as Pg.QueryResult).rows as ReadonlyArray<A>
@@ -256,14 +268,13 @@ const onPoolOnce = <A>(driver: Driver, conn: SqlConnection.Connection, name: str
       })
     ))
   }
-  let sent = false
   return withClient<ReadonlyArray<A>>((client, resume) => {
     watch(driver, client)
     if (dead(driver, client)) {
       evict(driver, client)
       return resume(Effect.fail(new SqlError({ cause: new NotSent(), message: "Failed to execute statement" })))
     }
-    sent = true
+    attempt.sent = true
     client.query(statementFor(queryClassOf(client), name, text, values) as Pg.QueryConfig, (error: Error | null, result: Pg.QueryResult) => {
       if (error) {
         // Ended before it goes back to the pool (the release follows `resume`).
@@ -271,11 +282,7 @@ const onPoolOnce = <A>(driver: Driver, conn: SqlConnection.Connection, name: str
         resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
       } else resume(Effect.succeed(result.rows as ReadonlyArray<A>))
     })
-  }).pipe(Effect.tapError((error) =>
-    Effect.sync(() => {
-      if (!sent) driver.unsent.add(error)
-    })
-  ))
+  })
 }
 
 // Gives the event loop a turn, in which the sockets of other backends that
@@ -294,13 +301,16 @@ const nextTurn = Effect.async<void>((resume) => {
 const maxTries = 3
 const onPool = <A>(driver: Driver, conn: SqlConnection.Connection, name: string, text: string, values: ReadonlyArray<unknown>) => {
   const read = driver.reads.has(name)
-  const attempt = (tries: number): Effect.Effect<ReadonlyArray<A>, SqlError> =>
-    Effect.catchAll(onPoolOnce<A>(driver, conn, name, text, values), (error) => {
+  const attempt = (tries: number): Effect.Effect<ReadonlyArray<A>, SqlError> => {
+    const sent = { sent: false }
+    return Effect.catchAll(onPoolOnce<A>(driver, conn, name, text, values, sent), (error) => {
+      if (!sent.sent) driver.unsent.add(error)
       const notRun = driver.unsent.has(error) || neverRan(error.cause)
       if (tries < maxTries && (notRun || (read && brokenBy(error.cause)))) return Effect.zipRight(nextTurn, attempt(tries + 1))
       if (!read && !notRun && brokenBy(error.cause)) outcomeUnknown.add(error)
       return Effect.fail(error)
     })
+  }
   return attempt(1)
 }
 
@@ -312,21 +322,25 @@ const onPool = <A>(driver: Driver, conn: SqlConnection.Connection, name: string,
  * @since 0.1.0
  */
 export const prepared = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
-  Spans.statementSpan(driver, () => Spans.statementOf(name), text, preparedUntraced<A>(driver, name, text, values))
+  // One step to choose the connection (and whether a span is wanted), then the statement's own.
+  Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) =>
+    Tracing.records(fiber.currentTracer)
+      ? Spans.statementSpan(driver, () => Spans.statementOf(name), text, Effect.withFiberRuntime((fiber) => on<A>(driver, fiber, name, text, values)))
+      : on<A>(driver, fiber, name, text, values)
+  )
 
-const preparedUntraced = <A extends object>(driver: Driver, name: string, text: string, values: ReadonlyArray<unknown>) =>
-  Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
-    const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
-    if (Option.isSome(tx)) {
-      const client = clientOf(tx.value[0])
-      return client === undefined ? driver.sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(driver, client, name, text, values)
-    }
-    if (driver.pool !== undefined) return onPool<A>(driver, driver.pool, name, text, values)
-    return Effect.scoped(Effect.flatMap(driver.sql.reserve, (conn) => {
-      const client = clientOf(conn)
-      return client === undefined ? driver.sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(driver, client, name, text, values)
-    }))
-  })
+const on = <A extends object>(driver: Driver, fiber: Fiber.RuntimeFiber<any, any>, name: string, text: string, values: ReadonlyArray<unknown>) => {
+  const tx = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
+  if (Option.isSome(tx)) {
+    const client = clientOf(tx.value[0])
+    return client === undefined ? driver.sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(driver, client, name, text, values)
+  }
+  if (driver.pool !== undefined) return onPool<A>(driver, driver.pool, name, text, values)
+  return Effect.scoped(Effect.flatMap(driver.sql.reserve, (conn) => {
+    const client = clientOf(conn)
+    return client === undefined ? driver.sql.unsafe<A>(text, values as Array<unknown>) : queryOn<A>(driver, client, name, text, values)
+  }))
+}
 
 /**
  * Runs several statements in one round trip, without parameters: the results

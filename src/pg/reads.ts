@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -140,30 +141,44 @@ export const readStream = (reads: Reads, tenantId: string, id: string, options?:
   const { driver, names, q } = reads.store
   return end === Number.MAX_SAFE_INTEGER && until === undefined
     ? readFrom(reads, tenantId, id, start, options?.forFold === true)
-    : Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]).pipe(
-      Effect.mapError(wrap(`Reading stream "${id}" failed`)),
-      Effect.flatMap((rows) => parseEvents(id, rows[0]))
-    )
+    : parsed(id, Driver.prepared<EventsJsonRow>(driver, names.read, q.read, [id, start, end, until ?? farFuture, tenantId]), eventsOf)
 }
 
+// One step from a read's answer to its events: a failed read, or events that did not parse, fail naming the stream.
+const parsed = (
+  id: string,
+  read: Effect.Effect<ReadonlyArray<EventsJsonRow>, SqlError>,
+  parse: (id: string, row: EventsJsonRow) => Events
+): Effect.Effect<Events, EventStoreError> =>
+  Effect.matchEffect(read, {
+    onFailure: (error) => Effect.fail(wrap(`Reading stream "${id}" failed`)(error)),
+    onSuccess: (rows) => {
+      try {
+        return Effect.succeed(rows[0] == null ? [] : parse(id, rows[0]))
+      } catch (cause) {
+        return Effect.fail(new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause }))
+      }
+    }
+  })
+const eventsOf = (id: string, row: EventsJsonRow) => fromEventsJson(id, row.events, row.archived)
+
 const readAlone = (store: Store, tenantId: string, id: string, from: number, forFold = false) =>
-  forFold && from === 1 ? readFold(store, tenantId, id) : (from === 1
-    ? Driver.prepared<EventsJsonRow>(store.driver, store.names.readAll, store.q.readAll, [id, tenantId])
-    : Driver.prepared<EventsJsonRow>(store.driver, store.names.readFrom, store.q.readFrom, [id, from, tenantId])).pipe(
-    Effect.mapError(wrap(`Reading stream "${id}" failed`)),
-    Effect.flatMap((rows) => parseEvents(id, rows[0]))
-  )
+  forFold && from === 1
+    ? readFold(store, tenantId, id)
+    : parsed(
+      id,
+      from === 1
+        ? Driver.prepared<EventsJsonRow>(store.driver, store.names.readAll, store.q.readAll, [id, tenantId])
+        : Driver.prepared<EventsJsonRow>(store.driver, store.names.readFrom, store.q.readFrom, [id, from, tenantId]),
+      eventsOf
+    )
 
 // A whole stream's versions, types and data only, for a fold that builds no envelope.
 const readFold = (store: Store, tenantId: string, id: string) =>
-  Driver.prepared<EventsJsonRow>(store.driver, store.names.readFold, store.q.readFold, [id, tenantId]).pipe(
-    Effect.mapError(wrap(`Reading stream "${id}" failed`)),
-    Effect.flatMap((rows) =>
-      Effect.try({
-        try: () => rows[0] == null ? [] : fromFoldJson(id, tenantId, rows[0].events, rows[0].archived),
-        catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
-      })
-    )
+  parsed(
+    id,
+    Driver.prepared<EventsJsonRow>(store.driver, store.names.readFold, store.q.readFold, [id, tenantId]),
+    (id, row) => fromFoldJson(id, tenantId, row.events, row.archived)
   )
 
 // A combined read reads whole events, whatever the fold needs.
