@@ -274,9 +274,11 @@ const saveChanges = (ctx: Context): Effect.Effect<Session.SaveResult, Session.Sa
     }))
   })
 
-// The identity map of each live session, for the command workflow's result;
-// kept off the public `SessionShape`.
-const unitsOfWork = new WeakMap<Session.SessionShape, UnitOfWork.UnitOfWork>()
+// The identity map of each live session, for the command workflow's result,
+// kept off the public `SessionShape`: under a symbol of this module, which
+// costs a session nothing where a WeakMap entry costs the collector an ephemeron.
+const unitOfWorkKey: unique symbol = Symbol.for("effect-chronicle/Session/unitOfWork")
+type WithUnitOfWork = Session.SessionShape & { readonly [unitOfWorkKey]?: UnitOfWork.UnitOfWork }
 
 /** @internal what this session knows of a stream's state, as of its last fetch or save. */
 export const known = (
@@ -285,7 +287,7 @@ export const known = (
   id: string,
   tenantId: string
 ): Option.Option<UnitOfWork.Known<any>> => {
-  const uow = unitsOfWork.get(session)
+  const uow = (session as WithUnitOfWork)[unitOfWorkKey]
   return Option.fromNullable(uow === undefined ? undefined : UnitOfWork.knownOf(uow, aggregate, tenantId, id))
 }
 
@@ -302,7 +304,8 @@ export const unsafeMake = (store: EventStoreShape): {
   const { load, loadLatest } = Rehydrate.make({ storage: store.storage, ops, registry: store.projections, liveStates: store.liveStates })
   const knownAt: Inline.KnownAt = (entry, version) => UnitOfWork.knownAt(uow, entry as UnitOfWork.Pending, version)
   const ctx: Context = { store, storage: store.storage, registry: store.projections, uow, knownAt, exclusive, ops, load, loadLatest }
-  const session: Session.SessionShape = {
+  const session: WithUnitOfWork = {
+    [unitOfWorkKey]: uow,
     // Narrowed by the options: what they rule out cannot happen at run time.
     fetchForWriting: fetchForWriting(ctx) as Session.SessionShape["fetchForWriting"],
     fetchForExclusiveWriting: fetchForExclusiveWriting(ctx) as Session.SessionShape["fetchForExclusiveWriting"],
@@ -315,7 +318,6 @@ export const unsafeMake = (store: EventStoreShape): {
     saveChanges: saveChanges(ctx),
     loadDocument: loadDocument(ctx)
   }
-  unitsOfWork.set(session, uow)
   const close = Exclusive.end(exclusive)
   return { session, close, closeIfOpen: () => exclusive.scope === undefined && exclusive.transaction === undefined ? undefined : close }
 }
