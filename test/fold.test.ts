@@ -62,5 +62,27 @@ for (const store of [memoryStore, pgStore()]) {
         const error = yield* Effect.flip(Session.run(Session.fetchForWriting(Plain, id)))
         assert.deepInclude(error, { _tag: "EventDecodeError", streamId: id, version: 4, eventType: "Other" })
       }))
+
+    it.effect("after a save the identity map holds the saved events folded on: without envelopes for two parameters, with real ones else", () =>
+      Effect.gen(function*() {
+        for (const aggregate of [Plain, Enveloped, Rest]) {
+          const id = newId("tick")
+          yield* Session.run(Effect.zipRight(Session.append(aggregate, id, [new Ticked({ by: 1 })]), Session.saveChanges))
+          const [saved, latest] = yield* Session.run(Effect.gen(function*() {
+            const stream = yield* Session.fetchForWriting(aggregate, id)
+            yield* stream.appendMany([2, 3].map((by) => new Ticked({ by })))
+            const saved = yield* Session.saveChanges
+            return [saved, yield* Session.fetchLatest(aggregate, id)] as const
+          }))
+          const read = yield* Session.run(Session.readStream(id))
+          assert.deepStrictEqual(saved.streams[0].sequences, read.slice(1).map((e) => e.sequence))
+          assert.deepStrictEqual(
+            latest,
+            Option.some(aggregate === Plain
+              ? { ...none, total: 6 }
+              : { total: 6, versions: [1, 2, 3], sequences: read.map((e) => e.sequence) })
+          )
+        }
+      }))
   })
 }

@@ -11,13 +11,22 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import { EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
-import { Item, ItemReady, Order, OrderCreated } from "../examples/order.js"
+import { Aggregate, type EventEnvelope, EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
+import { Item, ItemReady, Order, OrderCreated, type OrderEvent } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
 import { poolConnectionOf } from "../src/pg/driver.js"
 import { maxSavesInFlight } from "../src/pg/PgStorage.js"
 import { newId, pgClient, pgStore, ScratchSchema, scratchSchema } from "./support.js"
+
+// The Order stream folded into the positions its envelopes carry: an evolve of three parameters.
+const Positions = Aggregate.make({
+  name: "Order",
+  events: Order.events,
+  initial: [] as ReadonlyArray<readonly [number, number]>,
+  evolve: (state: ReadonlyArray<readonly [number, number]>, _event: OrderEvent, envelope: EventEnvelope.EventEnvelope<OrderEvent>) =>
+    [...state, [envelope.version, envelope.sequence] as const]
+})
 
 const created = (...names: Array<string>) =>
   new OrderCreated({ items: names.map((name) => new Item({ name, ready: false })) })
@@ -276,6 +285,35 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       assert.isAbove((yield* combinedReads(schema)) - beforeTails, 0)
       assert.isAbove((yield* combinedReads(schema)) - before, 0)
       for (const [i, id] of ids.entries()) assert.strictEqual(yield* versionOf(id), i === 0 ? 0 : i + 1)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
+
+  it.live("read-combining: lean and whole-event fetches queued together each get their kind of read, folded right", () =>
+    Effect.gen(function*() {
+      const schema = yield* ScratchSchema
+      const ids = Array.from({ length: 12 }, () => newId("rc"))
+      yield* Effect.forEach(ids, (id, i) =>
+        Session.run(Effect.zipRight(
+          Session.append(Order, id, [created("a"), ...Array.from({ length: i }, () => new ItemReady({ name: "a" }))]),
+          Session.saveChanges
+        )), { concurrency: 8, discard: true })
+      const positions = yield* Effect.forEach(ids, (id) =>
+        Effect.map(Session.run(Session.readStream(id)), (events) => events.map((e) => [e.version, e.sequence] as const)))
+      const before = yield* combinedReads(schema)
+      // An Order's evolve reads no envelope (read lean); Positions' reads each one (whole events).
+      const results = yield* Effect.forEach([...ids, ...ids, ...ids, ...ids], (id, n) =>
+        n % 2 === 0
+          ? Effect.map(Session.run(Session.fetchForWriting(Order, id)), (s) => ({ n, version: s.version, positions: undefined }))
+          : Effect.map(Session.run(Session.fetchForWriting(Positions, id)), (s) => ({
+            n,
+            version: s.version,
+            positions: Option.getOrUndefined(s.aggregate)
+          })), { concurrency: "unbounded" })
+      for (const { n, positions: seen, version } of results) {
+        const i = n % 12
+        assert.strictEqual(version, i + 1, `fetch ${n}`)
+        if (seen !== undefined) assert.deepStrictEqual(seen, positions[i], `envelopes of fetch ${n}`)
+      }
+      assert.isAbove((yield* combinedReads(schema)) - before, 0)
     }).pipe(Effect.provide(pgStore({ maxConnections: 20 }).layer([]))))
 
   it.live("read-combining: interrupted waiting fetches leave the others' reads whole and give back every slot", () =>

@@ -9,6 +9,7 @@ import * as Option from "effect/Option"
 import * as Aggregate from "../Aggregate.js"
 import type { EventMetadata } from "../EventEnvelope.js"
 import type * as Storage from "../Storage.js"
+import * as Envelope from "./envelope.js"
 import * as Inline from "./inline.js"
 
 /** @internal the identity-map entry of a stream: its state and version as the session last knew them. */
@@ -151,10 +152,21 @@ export const remember = (
     return
   }
   uow.identity.set(key, {
-    state: Aggregate.foldFrom(entry.aggregate, baseline.value, Inline.envelopesOf(entry, committed, tenantId)),
+    state: Envelope.readsEnvelopes(entry.aggregate)
+      ? Aggregate.foldFrom(entry.aggregate, baseline.value, Inline.envelopesOf(entry, committed, tenantId))
+      : foldSaved(entry, baseline.value, committed.events.length),
     version: committed.version,
     saved: true
   })
+}
+
+// The saved events folded as they were appended, for an evolve that reads no envelope (as a fetch folds them).
+const foldSaved = (entry: Pending, from: Option.Option<unknown>, count: number): Option.Option<unknown> => {
+  if (count === 0) return from
+  const evolve = entry.aggregate.evolve as (state: unknown, event: unknown) => unknown
+  let state = Option.isSome(from) ? from.value : entry.aggregate.initial
+  for (let i = 0; i < count; i++) state = evolve(state, entry.events[i].event)
+  return Option.some(state)
 }
 
 /** @internal what a save takes: the pending actions of one tenant, and every tenant with work pending. */

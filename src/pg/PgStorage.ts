@@ -64,7 +64,7 @@ export const make = (options?: Options) =>
     const quoted = quoteSchema(schema)
     const q = statements(quoted)
     const names = preparedNames(schema)
-    const driver = yield* Driver.make(sql, [names.read, names.readAll, names.readFold, names.readFrom, names.readMany, names.snapshot])
+    const driver = yield* Driver.make(sql, [names.read, names.readAll, names.readFold, names.readFrom, names.readMany, names.readManyFold, names.snapshot])
     const listeners = yield* DaemonStorage.watchListeners(sql, q)
     const store: Store = {
       sql,

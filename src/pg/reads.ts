@@ -53,6 +53,19 @@ export interface ReadWaiter extends Combiner.Waiter<Events, EventStoreError> {
   readonly tenantId: string
   readonly id: string
   readonly from: number
+  /** A whole stream for a fold that builds no envelope: read lean, as alone (`readFold`). */
+  readonly fold: boolean
+}
+
+// The waiters one statement serves: of the same kind as the first (lean or whole events), in the order they came.
+const takeReads = (queue: Array<ReadWaiter>): Array<ReadWaiter> => {
+  const fold = queue[0].fold
+  const taken: Array<ReadWaiter> = []
+  for (let i = 0; i < queue.length && taken.length < maxStreamsPerRead;) {
+    if (queue[i].fold === fold) taken.push(queue.splice(i, 1)[0])
+    else i++
+  }
+  return taken
 }
 
 /**
@@ -82,18 +95,24 @@ export const make = (store: Store, combining: boolean): Reads => {
   const readStatements = Metric.tagged(combinedReadStatements, "schema", store.schema)
   const combiner = Combiner.make<Events, EventStoreError, ReadWaiter>({
     maxInFlight: maxReadsInFlight,
-    take: (queue) => queue.splice(0, maxStreamsPerRead),
+    take: takeReads,
     send: (taken, landed) => {
       readStatements.unsafeUpdate(1, [])
+      const fold = taken[0].fold
       const ids = taken.map((w) => w.id)
-      const froms = taken.map((w) => w.from)
       const tenants = taken.map((w) => w.tenantId)
       const { names, q } = store
       // Runs in a fiber of its own: a waiter's interruption leaves the others' read alone.
       Runtime.runCallback(store.driver.runtime)(
         Combiner.traced(
           taken,
-          Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readMany, q.readMany, [ids, froms, tenants])
+          fold
+            ? Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readManyFold, q.readManyFold, [ids, tenants])
+            : Driver.prepared<EventsJsonRow & { readonly ord: string }>(store.driver, names.readMany, q.readMany, [
+              ids,
+              taken.map((w) => w.from),
+              tenants
+            ])
         ),
         {
           onExit: (exit) => {
@@ -105,7 +124,11 @@ export const make = (store: Store, combining: boolean): Reads => {
               // Each waiter parses its own copy (no two sessions share event objects); if
               // the shared statement failed, each reads alone, so that one bad read fails only itself.
               waiter.resume(
-                exit._tag === "Success" ? parseEvents(waiter.id, found[i]) : readAlone(store, waiter.tenantId, waiter.id, waiter.from)
+                exit._tag !== "Success"
+                  ? readAlone(store, waiter.tenantId, waiter.id, waiter.from, fold)
+                  : fold
+                  ? parseFold(waiter.id, waiter.tenantId, found[i])
+                  : parseEvents(waiter.id, found[i])
               )
             })
           }
@@ -119,6 +142,11 @@ export const make = (store: Store, combining: boolean): Reads => {
 const parseEvents = (id: string, row: EventsJsonRow | null | undefined) =>
   Effect.try({
     try: () => row == null ? [] : fromEventsJson(id, row.events, row.archived),
+    catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
+  })
+const parseFold = (id: string, tenantId: string, row: EventsJsonRow | null | undefined) =>
+  Effect.try({
+    try: () => row == null ? [] : fromFoldJson(id, tenantId, row.events, row.archived),
     catch: (cause) => new EventStoreError({ message: `Reading stream "${id}" failed: its events did not parse`, cause })
   })
 const noEvents: Effect.Effect<Events> = Effect.succeed([])
@@ -181,7 +209,7 @@ const readFold = (store: Store, tenantId: string, id: string) =>
     (id, row) => fromFoldJson(id, tenantId, row.events, row.archived)
   )
 
-// A combined read reads whole events, whatever the fold needs.
+// Combined reads are lean for folds that build no envelope, as a read alone is.
 const readFrom = (reads: Reads, tenantId: string, id: string, from: number, forFold: boolean): Effect.Effect<Events, EventStoreError> =>
   !reads.combining ? readAlone(reads.store, tenantId, id, from, forFold) : Effect.withFiberRuntime((fiber) => {
     // Inside a transaction the read must use its connection (and see its writes).
@@ -189,7 +217,15 @@ const readFrom = (reads: Reads, tenantId: string, id: string, from: number, forF
       return readAlone(reads.store, tenantId, id, from, forFold)
     }
     if (Combiner.free(reads.combiner)) return Combiner.alone(reads.combiner, readAlone(reads.store, tenantId, id, from, forFold))
-    return Combiner.enqueue(reads.combiner, { tenantId, id, from, resume: Combiner.unqueued, gone: false, cancel: undefined })
+    return Combiner.enqueue(reads.combiner, {
+      tenantId,
+      id,
+      from,
+      fold: forFold && from === 1,
+      resume: Combiner.unqueued,
+      gone: false,
+      cancel: undefined
+    })
   })
 
 /**

@@ -257,6 +257,13 @@ WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
 FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
 JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
 GROUP BY r.ord, r.tenant, r.id`,
+  // The same for folds that build no envelope: whole streams, [version, type, data] per event (as `readFold`).
+  readManyFold: `SELECT r.ord,
+  '[' || string_agg(concat('[', e.version, ',', to_json(e.type), ',', e.data, ']'), ',' ORDER BY e.version) || ']' AS events,
+  ${archivedNow(s, "r.tenant", "r.id")} AS archived
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(id, tenant, ord)
+JOIN ${s}.events e ON e.tenant_id = r.tenant AND e.stream_id = r.id
+GROUP BY r.ord, r.tenant, r.id`,
   commit: commitStatement(s, false),
   // Write-combining: the same statement, each stream passing or failing on its
   // own, behind a fence: its token ($19) is written first, and nothing else is
@@ -382,6 +389,7 @@ export const preparedNames = (schema: string) => ({
   readFrom: statementName(schema, "read_from"),
   readFold: statementName(schema, "read_fold"),
   readMany: statementName(schema, "read_many"),
+  readManyFold: statementName(schema, "read_many_fold"),
   snapshot: statementName(schema, "snapshot"),
   lock: statementName(schema, "lock")
 })
