@@ -17,7 +17,7 @@ import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as Supervisor from "effect/Supervisor"
 import { PgClient } from "@effect/sql-pg"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { EventStore, EventStoreMemory, EventStorePg, Projections, Session } from "../src/index.js"
+import { CommandHandler, EventStore, EventStoreMemory, EventStorePg, Projections, Session } from "../src/index.js"
 import { Counter, Incremented } from "./contenders/chronicle.js"
 
 class Counting extends Supervisor.AbstractSupervisor<number> {
@@ -42,7 +42,9 @@ const operations: ReadonlyArray<readonly [string, (id: string) => Effect.Effect<
       yield* stream.appendOne(one)
       yield* Session.saveChanges
     }))],
-  ["Live fetch (fetchForWriting)", (id) => Session.run(Session.fetchForWriting(Counter, id))]
+  ["Live fetch (fetchForWriting)", (id) => Session.run(Session.fetchForWriting(Counter, id))],
+  ["command through CommandHandler", CommandHandler.make(Counter, { id: (id: string) => id, decide: () => [one] })],
+  ["exclusive command through CommandHandler", CommandHandler.make(Counter, { id: (id: string) => id, decide: () => [one], exclusive: true })]
 ]
 
 const count = async (name: string, store: Layer.Layer<EventStore.EventStore, unknown>) => {

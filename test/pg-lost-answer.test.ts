@@ -55,9 +55,10 @@ const proxy = Effect.acquireRelease(
       sockets.add(client)
       sockets.add(upstream)
       let doomed = false
+      // The blackout of the fault this connection was doomed by.
+      let blackout = 0
       const cut = () => {
         cuts++
-        const blackout = armed?.blackoutMillis ?? 0
         armed = undefined
         client.destroy()
         upstream.destroy()
@@ -69,8 +70,11 @@ const proxy = Effect.acquireRelease(
       }
       client.on("data", (chunk) => {
         if (armed !== undefined && !doomed && chunk.includes(armed.marker)) {
+          blackout = armed.blackoutMillis
           if (armed.mode === "beforeSend") return cut()
+          // One connection is doomed: a second combined statement sent before its answer goes through.
           doomed = true
+          armed = undefined
         }
         upstream.write(chunk)
       })

@@ -197,7 +197,7 @@ export const tracing = (store: StoreUnderTest) =>
           assert.deepStrictEqual(combined([...saveSpans, ...fetchSpans]), [])
           return
         }
-        for (const [operations, statement] of [[saveSpans, /^commit_each$/], [fetchSpans, /^read_many$/]] as const) {
+        for (const [operations, statement] of [[saveSpans, /^commit_each$/], [fetchSpans, /^read_many(_fold)?$/]] as const) {
           const marked = combined(operations)
           assert.isAbove(marked.length, 1, `combined ${statement}`)
           for (const waiter of marked) {

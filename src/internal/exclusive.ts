@@ -12,6 +12,7 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { DeadlockError, type EventStoreError, StreamLockedError } from "../Errors.js"
 import type * as Storage from "../Storage.js"
+import * as Fiber from "./fiber.js"
 
 /** @internal a session's exclusive transaction, if one is open or being opened. */
 export interface Exclusive {
@@ -39,7 +40,7 @@ const begin = (exclusive: Exclusive, storage: Storage.Storage): Effect.Effect<St
     // A scope of its own, so that the save can end it before the session does.
     return Effect.flatMap(Scope.make(ExecutionStrategy.sequential), (scope) => {
       exclusive.scope = scope
-      return Effect.tap(Scope.extend(storage.begin, scope), (transaction) => {
+      return Effect.tap(Fiber.provideService(storage.begin, Scope.Scope, scope), (transaction) => {
         exclusive.transaction = transaction
       })
     })

@@ -67,3 +67,14 @@ export const provideScoped = <I, S, A, E, R, X>(
       })
     })
   )
+
+/**
+ * @internal `Effect.provideService`, in one region and one continuation
+ * instead of a `FiberRef` locally set through `acquireUseRelease`.
+ */
+export const provideService = <I, S, A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  tag: Context.Tag<I, S>,
+  service: S
+): Effect.Effect<A, E, Exclude<R, I>> => provideScoped(self, tag, () => ({ service, handle: undefined }), none)
+const none = (): undefined => undefined

@@ -12,6 +12,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { EventStoreError } from "../Errors.js"
+import * as Fiber from "../internal/fiber.js"
 import type * as Storage from "../Storage.js"
 import * as Driver from "./driver.js"
 import * as Spans from "./spans.js"
@@ -51,7 +52,7 @@ const transactional = <A>(
       return Effect.uninterruptibleMask((restore) =>
         Effect.zipRight(
           restore(Spans.unprepared(store.driver, conn, begin)),
-          Effect.exit(restore(Effect.provideService(body, SqlClient.TransactionConnection, [conn, depth] as const)))
+          Effect.exit(restore(Fiber.provideService(body, SqlClient.TransactionConnection, [conn, depth] as const)))
         ).pipe(Effect.flatMap((exit) =>
           exit._tag === "Success"
             ? Effect.as(

@@ -29,6 +29,7 @@ import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
 import type * as Pg from "pg"
 import { EventStoreError } from "../Errors.js"
+import * as LeanFiber from "../internal/fiber.js"
 import * as Tracing from "../internal/tracing.js"
 import { outcomeUnknown } from "./failures.js"
 import * as Spans from "./spans.js"
@@ -382,7 +383,7 @@ const reserveOf = (
           Effect.zipRight(
             Scope.addFinalizer(outer, Scope.close(inner, Exit.void)),
             restore(Effect.async<SqlConnection.Connection, EventStoreError>((resume) => {
-              Runtime.runCallback(runtime)(Scope.extend(Effect.tap(sql.reserve, watchReserved(clients, inner)), inner), {
+              Runtime.runCallback(runtime)(LeanFiber.provideService(Effect.tap(sql.reserve, watchReserved(clients, inner)), Scope.Scope, inner), {
                 onExit: (exit) =>
                   resume(exit._tag === "Success" ? Effect.succeed(exit.value) : Effect.fail(
                     new EventStoreError({ message: "Reserving a connection failed", cause: Cause.squash(exit.cause) })

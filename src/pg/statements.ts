@@ -145,6 +145,9 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL FROM (SELECT pg_notify($18, 'append')) n WHERE $18::text IS NOT NULL AND EXISTS (SELECT FROM ev)`
 }
 
+// A stream's events for a fold that builds no envelope (readFold, readManyFold), as one JSON text: [version, type, data] per event.
+const foldJson = (e: string) =>
+  `'[' || string_agg(concat('[', ${e}version, ',', to_json(${e}type), ',', ${e}data, ']'), ',' ORDER BY ${e}version) || ']'`
 // Whether the tenant's stream is archived, as a boolean column.
 const archivedNow = (s: string, tenant: string, id: string) =>
   `coalesce((SELECT st.archived FROM ${s}.streams st WHERE st.tenant_id = ${tenant} AND st.id = ${id}), false)`
@@ -243,9 +246,7 @@ WHERE tenant_id = $5 AND stream_id = $1 AND version >= $2 AND version <= $3
   readAll: `SELECT ${eventsJson} AS events, ${archivedNow(s, "$2", "$1")} AS archived
 FROM ${s}.events
 WHERE tenant_id = $2 AND stream_id = $1`,
-  // A whole stream for a fold that builds no envelope: [version, type, data] per event.
-  readFold: `SELECT '[' || string_agg(concat('[', version, ',', to_json(type), ',', data, ']'), ',' ORDER BY version) || ']' AS events,
-${archivedNow(s, "$2", "$1")} AS archived
+  readFold: `SELECT ${foldJson("")} AS events, ${archivedNow(s, "$2", "$1")} AS archived
 FROM ${s}.events
 WHERE tenant_id = $2 AND stream_id = $1`,
   readFrom: `SELECT ${eventsJson} AS events, ${archivedNow(s, "$3", "$1")} AS archived
@@ -257,13 +258,9 @@ WHERE tenant_id = $3 AND stream_id = $1 AND version >= $2`,
 FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS r(id, from_version, tenant, ord)
 JOIN ${s}.events ON tenant_id = r.tenant AND stream_id = r.id AND version >= r.from_version
 GROUP BY r.ord, r.tenant, r.id`,
-  // The same for folds that build no envelope: whole streams, [version, type, data] per event (as `readFold`).
-  readManyFold: `SELECT r.ord,
-  '[' || string_agg(concat('[', e.version, ',', to_json(e.type), ',', e.data, ']'), ',' ORDER BY e.version) || ']' AS events,
-  ${archivedNow(s, "r.tenant", "r.id")} AS archived
-FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(id, tenant, ord)
-JOIN ${s}.events e ON e.tenant_id = r.tenant AND e.stream_id = r.id
-GROUP BY r.ord, r.tenant, r.id`,
+  readManyFold: `SELECT r.ord, ${foldJson("e.")} AS events, ${archivedNow(s, "r.tenant", "r.id")} AS archived
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(id, tenant, ord) JOIN ${s}.events e ON e.tenant_id = r.tenant
+  AND e.stream_id = r.id GROUP BY r.ord, r.tenant, r.id`,
   commit: commitStatement(s, false),
   // Write-combining: the same statement, each stream passing or failing on its
   // own, behind a fence: its token ($19) is written first, and nothing else is

@@ -14,6 +14,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { EventStoreError } from "../Errors.js"
+import * as Fiber from "../internal/fiber.js"
 import type * as Storage from "../Storage.js"
 import * as Commits from "./commits.js"
 import * as Driver from "./driver.js"
@@ -86,7 +87,7 @@ export const begin = (store: Store, reads: Reads.Reads): Effect.Effect<Storage.T
 
 // Every statement of the transaction runs on its connection.
 const inTx = <A, E, R>(tx: Tx, effect: Effect.Effect<A, E, R>) =>
-  Effect.provideService(
+  Fiber.provideService(
     Effect.zipRight(tx.ensureOpen, effect),
     SqlClient.TransactionConnection,
     [tx.conn, tx.depth] as const
