@@ -10,7 +10,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { Aggregate, type EventEnvelope as Envelopes, Session } from "effect-chronicle"
 type EventEnvelope<E> = Envelopes.EventEnvelope<E>
-import { memoryStore, newId, pgStore } from "./support.js"
+import { appendForeignTick, memoryStore, newId, pgStore } from "./support.js"
 
 class Ticked extends Schema.TaggedClass<Ticked>()("Ticked", { by: Schema.Number }) {}
 type Seen = { readonly total: number; readonly versions: ReadonlyArray<number>; readonly sequences: ReadonlyArray<number> }
@@ -53,12 +53,7 @@ for (const store of [memoryStore, pgStore()]) {
           assert.deepStrictEqual(fetched.aggregate, Option.some({ total: 6, versions: [1, 2, 3], sequences }))
         }
         // An unknown type still fails the fold with its stream, version and type.
-        yield* Session.run(Effect.zipRight(Session.append(Aggregate.make({
-          name: "Tick",
-          events: Schema.TaggedStruct("Other", {}),
-          initial: 0,
-          evolve: (n) => n
-        }), id, [{ _tag: "Other" as const }]), Session.saveChanges))
+        yield* appendForeignTick(id)
         const error = yield* Effect.flip(Session.run(Session.fetchForWriting(Plain, id)))
         assert.deepInclude(error, { _tag: "EventDecodeError", streamId: id, version: 4, eventType: "Other" })
       }))

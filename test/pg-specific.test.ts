@@ -11,7 +11,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import { Aggregate, type EventEnvelope, EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
+import { Aggregate, CommandHandler, type EventEnvelope, EventStore, EventStorePg, Projection, ProjectionDaemon, Projections, Session } from "effect-chronicle"
 import { Item, ItemReady, Order, OrderCreated, type OrderEvent } from "../examples/order.js"
 import { migrations } from "../src/pg/migrations.js"
 import * as PgStorage from "../src/pg/PgStorage.js"
@@ -497,6 +497,25 @@ it.live("write-combining: a save interrupted while it waits to be combined write
       })).pipe(Effect.timeout("10 seconds"))
       assert.strictEqual(yield* versionOf(id), 5)
     }).pipe(Effect.provide(pgStore({ maxConnections: 2 }).layer([]))))
+
+  it.live("an exclusive fetch reads its stream on its own transaction's connection, after the lock (pool of 1)", () =>
+    Effect.gen(function*() {
+      const id = newId("order")
+      // A read made on the pool while the transaction holds the only connection would wait for ever.
+      for (let i = 0; i < 3; i++) {
+        yield* Session.run(Effect.gen(function*() {
+          const stream = yield* Session.fetchForExclusiveWriting(Order, id, { timeout: "2 seconds" })
+          assert.strictEqual(stream.version, i)
+          yield* stream.appendOne(i === 0 ? created("a") : new ItemReady({ name: "a" }))
+          yield* Session.saveChanges
+        })).pipe(Effect.timeout("5 seconds"))
+      }
+      const handled = yield* CommandHandler.make(Order, { id: (x: string) => x, decide: () => [new ItemReady({ name: "a" })], exclusive: true })(id).pipe(
+        Effect.timeout("5 seconds")
+      )
+      assert.strictEqual(handled.version, 4)
+      assert.strictEqual(yield* versionOf(id), 4)
+    }).pipe(Effect.provide(pgStore({ maxConnections: 1 }).layer([]))))
 
   it.live("several stores migrating one fresh schema at once apply each migration exactly once", () =>
     Effect.gen(function*() {

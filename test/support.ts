@@ -8,8 +8,9 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import { inject } from "vitest"
-import { EventStoreMemory, EventStorePg, type Projection, Projections, type Subscription } from "effect-chronicle"
+import { Aggregate, EventStoreMemory, EventStorePg, type Projection, Projections, Session, type Subscription } from "effect-chronicle"
 
 export const newId = (prefix: string) => `${prefix}-${Math.random().toString(36).slice(2, 10)}`
 
@@ -96,3 +97,16 @@ export const pgStore = (options?: { readonly maxConnections?: number; readonly l
       Layer.provideMerge(pgClient(options))
     )
 })
+
+/**
+ * Appends to the stream an event of a type that the test aggregates named
+ * "Tick" do not know (through an aggregate of that name that does), for the
+ * failures of a fold that meets one.
+ */
+export const appendForeignTick = (id: string) =>
+  Session.run(Effect.zipRight(
+    Session.append(Aggregate.make({ name: "Tick", events: Schema.TaggedStruct("Other", {}), initial: 0, evolve: (n: number) => n }), id, [
+      { _tag: "Other" as const }
+    ]),
+    Session.saveChanges
+  ))

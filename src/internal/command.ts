@@ -9,7 +9,6 @@
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -21,6 +20,7 @@ import type {
   StreamLockedError
 } from "../Errors.js"
 import * as Session from "../Session.js"
+import * as LeanFiber from "./fiber.js"
 import * as SessionInternal from "./session.js"
 import * as Tracing from "./tracing.js"
 import { lockTimeout, type Sets } from "./input.js"
@@ -119,25 +119,28 @@ const write = <S, E, Err, R>(
   // A bad time-out fails at the call, exclusive or not, before any session starts.
   const timeout = options?.timeout === undefined ? undefined : lockTimeout("timeout", options.timeout)
   if (timeout !== undefined && Either.isLeft(timeout)) return Effect.fail(timeout.left)
-  const once = Session.run(Effect.gen(function*() {
-    const session = yield* Session.Session
-    const fetched = options?.exclusive
-      ? yield* session.fetchForExclusiveWriting(aggregate, id, {
-        expectedVersion: options.expectedVersion,
-        timeout: options.timeout
-      })
-      : yield* session.fetchForWriting(aggregate, id, { expectedVersion: options?.expectedVersion })
-    const { events, stream } = collectAppended(fetched)
-    yield* f(stream)
-    const saved = yield* session.saveChanges
-    const known = SessionInternal.known(session, aggregate, id, yield* FiberRef.get(internal.currentTenant))
-    const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
-    return {
-      streamId: id,
-      version,
-      state: Option.match(known, { onNone: () => fetched.aggregate, onSome: (k) => k.state as Option.Option<S> }),
-      events
-    }
+  // Combinators rather than a generator: a command's steps are the hot path's.
+  const once = Session.run(LeanFiber.withService(Session.Session, (session) => {
+    const fetch = options?.exclusive
+      ? session.fetchForExclusiveWriting(aggregate, id, { expectedVersion: options.expectedVersion, timeout: options.timeout })
+      : session.fetchForWriting(aggregate, id, { expectedVersion: options?.expectedVersion })
+    return Effect.flatMap(fetch, (fetched) => {
+      const { events, stream } = collectAppended(fetched)
+      return Effect.zipRight(
+        f(stream),
+        Effect.flatMap(session.saveChanges, (saved) =>
+          Effect.withFiberRuntime<HandlerResult<S, E>>((fiber) => {
+            const known = SessionInternal.known(session, aggregate, id, fiber.getFiberRef(internal.currentTenant))
+            const version = saved.streams.find((s) => s.streamId === id)?.version ?? fetched.version
+            return Effect.succeed({
+              streamId: id,
+              version,
+              state: Option.match(known, { onNone: () => fetched.aggregate, onSome: (k) => k.state as Option.Option<S> }),
+              events
+            })
+          }))
+      )
+    })
   }))
   const attributes = { "chronicle.stream_id": id, "chronicle.aggregate": aggregate.name }
   if (options?.retry === undefined) {

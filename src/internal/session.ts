@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
@@ -122,20 +123,34 @@ const fetchForExclusiveWriting = (ctx: Context) =>
   id: string,
   options?: Session.ExclusiveFetchOptions
 ) =>
-  Tracing.span(Tracing.timed(Effect.gen(function*() {
-    const invalid = invalidInput(id, options?.expectedVersion)
-    if (invalid !== undefined) return yield* invalid
-    const timeout = options?.timeout === undefined
-      ? ctx.store.defaultLockTimeout
-      : yield* lockTimeout("timeout", options.timeout)
-    const tenant = yield* FiberRef.get(currentTenant)
-    yield* onWaitClock(ctx.store, Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout))
-    const loaded = yield* ctx.loadLatest(aggregate, tenant, id)
-    return yield* streamFor(ctx, aggregate, tenant, id, loaded, options)
-  }), "fetch", aggregate.name).pipe(
-    // A lock not had in time is a save that could not happen: counted with the saves.
-    Effect.tapError((error) => error._tag === "StreamLockedError" ? Metric.increment(Tracing.savesWith("locked")) : Effect.void)
-  ), "chronicle.fetchForExclusiveWriting", fetchAttributes(aggregate, id, options?.expectedVersion), versionOf)
+  Tracing.spanned(
+    "chronicle.fetchForExclusiveWriting",
+    () => fetchAttributes(aggregate, id, options?.expectedVersion),
+    versionOf,
+    (fiber): Effect.Effect<Session.EventStream<any, any>, Session.ExclusiveFetchErrorOf<{ readonly expectedVersion: number; readonly timeout: Duration.DurationInput }>> => {
+      const locked = (): Effect.Effect<Session.EventStream<any, any>, Session.ExclusiveFetchErrorOf<{ readonly expectedVersion: number; readonly timeout: Duration.DurationInput }>> => {
+        const invalid = invalidInput(id, options?.expectedVersion)
+        if (invalid !== undefined) return Effect.fail(invalid)
+        let timeout = ctx.store.defaultLockTimeout
+        if (options?.timeout !== undefined) {
+          const given = lockTimeout("timeout", options.timeout)
+          if (Either.isLeft(given)) return Effect.fail(given.left)
+          timeout = given.right
+        }
+        const tenant = fiber.getFiberRef(currentTenant)
+        // The read is made once the lock is had: only then is it the transaction's (`ctx.ops()`).
+        return Effect.flatMap(
+          onWaitClock(ctx.store, Exclusive.lock(ctx.exclusive, ctx.storage, aggregate.name, id, tenant, timeout)),
+          () => Effect.flatMap(ctx.loadLatest(aggregate, tenant, id), (loaded) => streamFor(ctx, aggregate, tenant, id, loaded, options))
+        )
+      }
+      return Effect.tapError(
+        Tracing.timedIn(fiber, locked(), "fetch", aggregate.name),
+        // A lock not had in time is a save that could not happen: counted with the saves.
+        (error) => error._tag === "StreamLockedError" ? Metric.increment(Tracing.savesWith("locked")) : Effect.void
+      )
+    }
+  )
 
 const aggregateStream = (ctx: Context): Session.SessionShape["aggregateStream"] => (aggregate, id, options) =>
   Tracing.span(Effect.zipRight(

@@ -12,7 +12,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
+import * as Context from "effect/Context"
+import * as Scope from "effect/Scope"
 import { EventStoreError } from "../Errors.js"
 import * as Fiber from "../internal/fiber.js"
 import type * as Storage from "../Storage.js"
@@ -45,44 +46,47 @@ const failedWith = (message: string) => (e: SqlError | EventStoreError) => e ins
  * @since 0.1.0
  */
 export const begin = (store: Store, reads: Reads.Reads): Effect.Effect<Storage.Transaction, EventStoreError, Scope.Scope> =>
-  Effect.gen(function*() {
+  // Combinators rather than a generator, and a finalizer on the scope itself
+  // (`Effect.addFinalizer` diffs and patches the fiber's FiberRefs at both
+  // ends): this runs once per exclusive command, inside its lock's window.
+  Effect.withFiberRuntime<Storage.Transaction, SqlError | EventStoreError, Scope.Scope>((fiber) => {
+    const scope = Context.unsafeGet(fiber.currentContext as Context.Context<Scope.Scope>, Scope.Scope)
     // Inside a caller's transaction the session's transaction is a savepoint
     // of it, so the caller's commit or rollback decides for both.
-    const outer = yield* Effect.serviceOption(SqlClient.TransactionConnection)
-    const conn: SqlConnection.Connection = Option.isSome(outer) ? outer.value[0] : yield* store.driver.reserve
-    const statements = Option.isSome(outer)
-      ? { begin: "SAVEPOINT chronicle_session", commit: "RELEASE SAVEPOINT chronicle_session", rollback: "ROLLBACK TO SAVEPOINT chronicle_session" }
-      : { begin: "BEGIN", commit: "COMMIT", rollback: "ROLLBACK" }
-    const tx: Tx = {
-      store,
-      conn,
-      depth: Option.isSome(outer) ? outer.value[1] + 1 : 0,
-      own: Option.isNone(outer),
-      statements,
-      open: false,
-      ensureOpen: Effect.void
-    }
-    tx.ensureOpen = Effect.suspend(() => {
-      if (tx.open) return Effect.void
+    const outer = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)
+    const made = (conn: SqlConnection.Connection): Effect.Effect<Storage.Transaction, SqlError> => {
+      const statements = Option.isSome(outer)
+        ? { begin: "SAVEPOINT chronicle_session", commit: "RELEASE SAVEPOINT chronicle_session", rollback: "ROLLBACK TO SAVEPOINT chronicle_session" }
+        : { begin: "BEGIN", commit: "COMMIT", rollback: "ROLLBACK" }
+      const tx: Tx = {
+        store,
+        conn,
+        depth: Option.isSome(outer) ? outer.value[1] + 1 : 0,
+        own: Option.isNone(outer),
+        statements,
+        open: false,
+        ensureOpen: Effect.void
+      }
+      tx.ensureOpen = Effect.suspend(() => {
+        if (tx.open) return Effect.void
+        tx.open = true
+        return Spans.unprepared(store.driver, conn, statements.begin)
+      }).pipe(Effect.mapError(failedWith("Opening a transaction failed")))
+      const transaction: Storage.Transaction = {
+        readStream: (tenantId, id, options) => inTx(tx, Reads.readStream(reads, tenantId, id, options)),
+        loadSnapshot: (tenantId, id, projection, versions) => inTx(tx, Reads.loadSnapshot(store, tenantId, id, projection, versions)),
+        readDocuments: (refs) => inTx(tx, Reads.readDocuments(store, refs)),
+        lock: (id, type, tenant, timeout) => lock(tx, id, type, tenant, timeout),
+        commit: (batch) => commit(tx, batch)
+      }
+      const rollback = Effect.suspend(() => tx.open ? Effect.ignore(Spans.unprepared(store.driver, conn, statements.rollback)) : Effect.void)
+      // A transaction of our own begins with its first lock, in the same round
+      // trip as setting the lock time-out; a savepoint in a caller's begins now.
+      if (Option.isNone(outer)) return Effect.as(Scope.addFinalizer(scope, rollback), transaction)
       tx.open = true
-      return Spans.unprepared(store.driver, conn, statements.begin)
-    }).pipe(Effect.mapError(failedWith("Opening a transaction failed")))
-    // A transaction of our own begins with its first lock, in the same round
-    // trip as setting the lock time-out; a savepoint in a caller's begins now.
-    if (Option.isSome(outer)) {
-      tx.open = true
-      yield* Spans.unprepared(store.driver, conn, statements.begin)
+      return Effect.zipRight(Spans.unprepared(store.driver, conn, statements.begin), Effect.as(Scope.addFinalizer(scope, rollback), transaction))
     }
-    yield* Effect.addFinalizer(() =>
-      tx.open ? Effect.ignore(Spans.unprepared(store.driver, conn, statements.rollback)) : Effect.void
-    )
-    return {
-      readStream: (tenantId, id, options) => inTx(tx, Reads.readStream(reads, tenantId, id, options)),
-      loadSnapshot: (tenantId, id, projection, versions) => inTx(tx, Reads.loadSnapshot(store, tenantId, id, projection, versions)),
-      readDocuments: (refs) => inTx(tx, Reads.readDocuments(store, refs)),
-      lock: (id, type, tenant, timeout) => lock(tx, id, type, tenant, timeout),
-      commit: (batch) => commit(tx, batch)
-    } satisfies Storage.Transaction
+    return Option.isSome(outer) ? made(outer.value[0]) : Effect.flatMap(store.driver.reserve, made)
   }).pipe(Effect.mapError(failedWith("Opening a transaction failed")))
 
 // Every statement of the transaction runs on its connection.
@@ -158,26 +162,30 @@ const lock = (tx: Tx, id: string, type: string, tenant: string, timeout: Duratio
   )
 
 const commit = (tx: Tx, batch: Storage.CommitBatch) =>
-  Effect.gen(function*() {
-    const result: Either.Either<Storage.CommitResult, SqlError | EventStoreError> = batch.streams.length === 0 && !Commits.archives(batch)
-      ? Either.right({ _tag: "Committed", streams: [] })
-      : yield* Effect.either(inTx(tx, Commits.run(tx.store, batch)))
-    const wasOpen = tx.open
-    tx.open = false
-    const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
-    if (wasOpen) {
-      yield* Spans.unprepared(tx.store.driver, tx.conn, ok ? tx.statements.commit : tx.statements.rollback).pipe(
-        // A COMMIT of our own sent and never answered may have committed.
-        Effect.tapError((e) =>
-          Effect.sync(() => {
-            if (ok && tx.own && Driver.sentAndLost(e)) outcomeUnknown.add(e)
-          })
-        )
+  Effect.flatMap(
+    batch.streams.length === 0 && !Commits.archives(batch)
+      ? Effect.succeed(Either.right<Storage.CommitResult>({ _tag: "Committed", streams: [] }))
+      : Effect.either(inTx(tx, Commits.run(tx.store, batch))),
+    (result): Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> => {
+      const wasOpen = tx.open
+      tx.open = false
+      const ok = Either.isRight(result) ? result.right._tag === "Committed" : false
+      const outcome: Effect.Effect<Storage.CommitResult, SqlError | EventStoreError> = Either.isRight(result)
+        ? Effect.succeed(result.right)
+        : retryable(result.left)
+        ? Commits.conflictsAfter(tx.store, batch, result.left)
+        : Effect.fail(result.left)
+      if (!wasOpen) return outcome
+      return Effect.zipRight(
+        Spans.unprepared(tx.store.driver, tx.conn, ok ? tx.statements.commit : tx.statements.rollback).pipe(
+          // A COMMIT of our own sent and never answered may have committed.
+          Effect.tapError((e) =>
+            Effect.sync(() => {
+              if (ok && tx.own && Driver.sentAndLost(e)) outcomeUnknown.add(e)
+            })
+          )
+        ),
+        outcome
       )
     }
-    if (Either.isLeft(result)) {
-      const error = result.left
-      return yield* retryable(error) ? Commits.conflictsAfter(tx.store, batch, error) : Effect.fail(error)
-    }
-    return result.right
-  }).pipe(Effect.mapError(failedWith("Saving events failed")))
+  ).pipe(Effect.mapError(failedWith("Saving events failed")))
