@@ -95,6 +95,7 @@ export const make = (store: Store, combining: boolean): Reads => {
   const readStatements = Metric.tagged(combinedReadStatements, "schema", store.schema)
   const combiner = Combiner.make<Events, EventStoreError, ReadWaiter>({
     maxInFlight: maxReadsInFlight,
+    maxQueuedInFlight: Combiner.maxQueuedInFlight,
     take: takeReads,
     send: (taken, landed) => {
       readStatements.unsafeUpdate(1, [])

@@ -65,6 +65,7 @@ export const make = (store: Store, combining: boolean): Saves => {
   const pruned = { at: 0 }
   const combiner = Combiner.make<Storage.CommitResult, EventStoreError, SaveWaiter>({
     maxInFlight: maxSavesInFlight,
+    maxQueuedInFlight: Combiner.maxQueuedInFlight,
     take: (queue) => take(queue, combineLimit),
     send: (taken, landed) => send(store, pruned, taken, landed)
   })
