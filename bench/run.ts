@@ -25,7 +25,7 @@ import { startEmbedded } from "../examples/postgres.js"
 import type { Contender } from "./contender.js"
 import { chronicle, Counter, Incremented } from "./contenders/chronicle.js"
 import { raw, rawTransactional } from "./contenders/raw.js"
-import { rawChronicle } from "./contenders/rawChronicle.js"
+import { effectChronicleStatements, rawChronicle } from "./contenders/rawChronicle.js"
 
 const smoke = process.env.BENCH_SMOKE === "1"
 const seconds = smoke ? 0.25 : Number(process.env.BENCH_SECONDS ?? 3)
@@ -319,7 +319,7 @@ const main = async () => {
   // Opt-in: Live states kept between sessions, so a fetch reads only the events after the kept version.
   const kept = chronicle("Live", "effect-chronicle (Live states kept)", { liveStateCache: 10_000 })
   const traced = chronicle("Live", "effect-chronicle (tracing on)", { tracing: true })
-  const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, rawChronicle, live, inline, asyncSnap, uncombined, kept, traced]
+  const contenders: Array<Contender & { fetch?: (id: string) => Promise<unknown> }> = [raw, rawChronicle, effectChronicleStatements, live, inline, asyncSnap, uncombined, kept, traced]
   const optional = process.env.BENCH_EMMETT === "0"
     ? undefined
     : await import("./contenders/emmett.js").then((m) => m.emmett as Contender)
@@ -339,7 +339,7 @@ const main = async () => {
     seedEvents: 1,
     eventsPerOp: 1,
     op: (c) => c.append,
-    contenders: withEmmett(raw, rawChronicle, live, traced, optional)
+    contenders: withEmmett(raw, rawChronicle, effectChronicleStatements, live, traced, optional)
   })
   await runScenario({
     name: "command (10-event stream)",
@@ -348,7 +348,7 @@ const main = async () => {
     seedEvents: 10,
     eventsPerOp: 1,
     op: (c) => c.command,
-    contenders: withEmmett(raw, rawChronicle, live, traced, inline, kept, optional)
+    contenders: withEmmett(raw, rawChronicle, effectChronicleStatements, live, traced, inline, kept, optional)
   })
   await runScenario({
     name: "fetch a 1,000-event stream",
@@ -437,6 +437,26 @@ const main = async () => {
     verdict("append, 8 writers", ratioOf("append (no fetch)", 8), 0.8),
     verdict("command, 1 writer", ratioOf("command (10-event stream)", 1), 0.8),
     verdict("command, 8 writers", ratioOf("command (10-event stream)", 8), 0.8),
+    `- the ceiling of any Effect program over effect-chronicle's statements (${effectChronicleStatements.name}), against the 0.8 targets above: ${
+      [
+        ["append, 1 writer", "append (no fetch)", 1],
+        ["append, 8 writers", "append (no fetch)", 8],
+        ["command, 1 writer", "command (10-event stream)", 1],
+        ["command, 8 writers", "command (10-event stream)", 8]
+      ].map(([label, scenario, writers]) => {
+        const ceiling = ratioOf(scenario as string, writers as number, effectChronicleStatements.name)
+        return `${label} ${fmt(ceiling ?? Number.NaN, 2)} × raw SQL${ceiling !== undefined && ceiling < 0.8 ? " (below the target)" : ""}`
+      }).join(", ")
+    }; effect-chronicle's share of it (the engine) in the same run: ${
+      [
+        ["append, 1 writer", "append (no fetch)", 1],
+        ["append, 8 writers", "append (no fetch)", 8],
+        ["command, 1 writer", "command (10-event stream)", 1],
+        ["command, 8 writers", "command (10-event stream)", 8]
+      ].map(([label, scenario, writers]) =>
+        `${label} ${fmt((ratioOf(scenario as string, writers as number) ?? Number.NaN) / (ratioOf(scenario as string, writers as number, effectChronicleStatements.name) ?? Number.NaN), 2)}`
+      ).join(", ")
+    }.`,
     verdict("Live fetch of a 1,000-event stream, 1 writer", ratioOf("fetch a 1,000-event stream", 1), 0.6),
     verdict("hot stream, exclusive vs raw FOR UPDATE", ratioOf("hot stream, exclusive", 8), 0.8),
     verdict("daemon catch-up", daemon.total / daemon.catchUp / 20_000, 1, "× 20,000 events/s"),

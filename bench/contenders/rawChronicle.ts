@@ -12,8 +12,11 @@ import { singleStreamStatement, statements } from "../../src/pg/PgStorage.js"
 import { type Contender, Conflict, poolSize, retryOnConflict } from "../contender.js"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import { PgClient } from "@effect/sql-pg"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Driver from "../../src/pg/driver.js"
 
 const schema = `bench_rawchronicle_${process.pid}`
 let pool: pg.Pool
@@ -61,5 +64,51 @@ export const rawChronicle: Contender = {
   },
   command,
   commandWithRetry: retryOnConflict(command),
+  isConflict: (e) => e instanceof Conflict
+}
+
+/**
+ * effect-chronicle's statements as Effect programs and nothing else: each
+ * operation one `runPromise` of the store driver's named prepared statements
+ * (the read, then the save, for a command), on the same tables as
+ * `rawChronicle`. The ceiling of any Effect program over these statements:
+ * the gap between it and "raw SQL, chronicle's statements" is the fiber per
+ * call and `@effect/sql-pg`'s async boundary; the gap between it and
+ * effect-chronicle is the engine (session, unit of work, encoding, identity
+ * map, metrics).
+ */
+let floor: ManagedRuntime.ManagedRuntime<SqlClient.SqlClient, unknown> | undefined
+let driver: Driver.Driver | undefined
+const prepared = <A extends object>(statement: { name: string; text: string }, values: ReadonlyArray<unknown>) =>
+  Driver.prepared<A>(driver!, `${statement.name}_fx`, statement.text, values)
+const effectSave = (statement: { name: string; text: string }, id: string, expected: number) =>
+  prepared(statement, [id, 1, expected, "Counter", "*DEFAULT*", "Incremented", payload, "{}"])
+const effectCommand = (id: string) =>
+  floor!.runPromise(Effect.flatMap(prepared<{ events: string | null }>(read, [id, "*DEFAULT*"]), (rows) => {
+    const events: Array<[number, number, string, { by: number }]> = rows[0].events === null ? [] : JSON.parse(rows[0].events)
+    let total = 0
+    for (const event of events) total += event[3].by
+    void total
+    return Effect.flatMap(
+      effectSave(exact, id, events.length === 0 ? 0 : events[events.length - 1][1]),
+      (saved) => saved.length === 0 ? Effect.fail(new Conflict()) : Effect.void
+    )
+  }))
+
+export const effectChronicleStatements: Contender = {
+  name: "Effect, chronicle's statements, driver only",
+  setup: async (url) => {
+    floor = ManagedRuntime.make(PgClient.layer({ url: Redacted.make(url), maxConnections: poolSize }))
+    driver = await floor.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => Driver.make(sql.withoutTransforms(), [`${read.name}_fx`])))
+  },
+  teardown: async () => {
+    await floor?.dispose()
+  },
+  seed: (ids, events) => rawChronicle.seed(ids, events),
+  append: async (id) => {
+    await floor!.runPromise(effectSave(any, id, 0))
+  },
+  command: effectCommand,
+  commandWithRetry: retryOnConflict(effectCommand),
   isConflict: (e) => e instanceof Conflict
 }
