@@ -251,9 +251,12 @@ export const subscriptions = (store: StoreUnderTest) =>
         jammed.add(id)
         yield* pings(id, 1, 3)
         yield* eventually(() => seenOf("sub-recorder", id).done.length === 3)
-        // The daemon's own status knows its workers' errors.
-        const status = yield* daemon.status
-        const view = status.find((s) => s.name === "SubJamView")!
+        // The daemon's own status knows its workers' errors, once the jammed view has tried
+        // (the subscription may finish first: that is the point).
+        const view = yield* Effect.flatMap(daemon.status, (status) => {
+          const jam = status.find((s) => s.name === "SubJamView")!
+          return jam.error === undefined ? Effect.fail("not tried yet") : Effect.succeed(jam)
+        }).pipe(Effect.retry(Schedule.spaced("10 millis")), Effect.timeout("20 seconds"))
         assert.include(view.error, "jammed")
         assert.isAbove(view.lag, 0)
         jammed.delete(id)
