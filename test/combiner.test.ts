@@ -10,6 +10,8 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Combiner from "../src/pg/combiner.js"
+import type { Store } from "../src/pg/store.js"
+import * as WriteCombining from "../src/pg/writeCombining.js"
 
 interface Request extends Combiner.Waiter<string, never> {
   readonly name: string
@@ -21,12 +23,12 @@ interface Sent {
   readonly slot: () => void
 }
 
-const make = () => {
+const make = (maxQueuedInFlight = 1, takeOne = false) => {
   const sent: Array<Sent> = []
   const combiner = Combiner.make<string, never, Request>({
     maxInFlight: 3,
-    maxQueuedInFlight: 1,
-    take: (queue) => queue.splice(0),
+    maxQueuedInFlight,
+    take: (queue) => queue.splice(0, takeOne ? 1 : queue.length),
     send: (taken, landed) =>
       void sent.push({
         names: taken.map((w) => w.name),
@@ -113,4 +115,31 @@ describe("combiner", () => {
       assert.strictEqual(yield* Fiber.join(kept), "kept combined")
       assert.deepStrictEqual([combiner.inFlight, combiner.queuedInFlight, combiner.queue.length], [0, 0, 0])
     }))
+
+  it.live("with as many queued statements allowed as slots (saves with combining off), queued requests take every free slot", () =>
+    Effect.gen(function*() {
+      // A policy that takes one request a statement, as saves without combining.
+      const { combiner, request, sent } = make(3, true)
+      const gates = yield* Effect.all(Array.from({ length: 3 }, () => Deferred.make<string>()))
+      const alone = yield* Effect.all(gates.map((gate, i) => Effect.fork(request(`a${i}`, Deferred.await(gate)))))
+      yield* nextTurns
+      const queued = yield* Effect.all(["q0", "q1", "q2"].map((name) => Effect.fork(request(name, Effect.succeed(`${name} alone`)))))
+      yield* nextTurns
+      assert.strictEqual(combiner.queue.length, 3)
+      for (const gate of gates) yield* Deferred.succeed(gate, "done")
+      yield* Effect.all(alone.map(Fiber.join))
+      yield* nextTurns
+      assert.deepStrictEqual(sent.map((s) => s.names), [["q0"], ["q1"], ["q2"]], "three queued statements at once")
+      assert.strictEqual(combiner.queuedInFlight, 3)
+      for (const statement of sent) statement.land()
+      assert.deepStrictEqual(yield* Effect.all(queued.map(Fiber.join)), ["q0 combined", "q1 combined", "q2 combined"])
+      assert.deepStrictEqual([combiner.inFlight, combiner.queuedInFlight, combiner.queue.length], [0, 0, 0])
+    }))
+
+  it("saves queue behind at most two combined statements, and with combining off may fill every slot", () => {
+    const store = {} as Store
+    assert.strictEqual(WriteCombining.make(store, true).combiner.maxQueuedInFlight, Combiner.maxQueuedInFlight)
+    assert.strictEqual(Combiner.maxQueuedInFlight, 2)
+    assert.strictEqual(WriteCombining.make(store, false).combiner.maxQueuedInFlight, WriteCombining.maxSavesInFlight)
+  })
 })

@@ -30,15 +30,19 @@ const payload = JSON.stringify({ by: 1 })
 const save = (statement: { name: string; text: string }, id: string, expected: number) =>
   pool.query({ ...statement, values: [id, 1, expected, "Counter", "*DEFAULT*", "Incremented", payload, "{}"] })
 
-const command = async (id: string) => {
-  const { rows } = await pool.query({ ...read, values: [id, "*DEFAULT*"] })
-  // One JSON text of [seq, version, type, data, metadata, timestamp, tenant] per event.
+// The read's row: one JSON text of [seq, version, type, data, metadata, timestamp, tenant] per
+// event, folded to the total (as a command would) and the stream's version.
+const versionOfRead = (rows: ReadonlyArray<{ readonly events: string | null }>) => {
   const events: Array<[number, number, string, { by: number }]> = rows[0].events === null ? [] : JSON.parse(rows[0].events)
   let total = 0
   for (const event of events) total += event[3].by
   void total
-  const version = events.length === 0 ? 0 : events[events.length - 1][1]
-  const result = await save(exact, id, version)
+  return events.length === 0 ? 0 : events[events.length - 1][1]
+}
+
+const command = async (id: string) => {
+  const { rows } = await pool.query({ ...read, values: [id, "*DEFAULT*"] })
+  const result = await save(exact, id, versionOfRead(rows))
   if (result.rows.length === 0) throw new Conflict()
 }
 
@@ -84,16 +88,11 @@ const prepared = <A extends object>(statement: { name: string; text: string }, v
 const effectSave = (statement: { name: string; text: string }, id: string, expected: number) =>
   prepared(statement, [id, 1, expected, "Counter", "*DEFAULT*", "Incremented", payload, "{}"])
 const effectCommand = (id: string) =>
-  floor!.runPromise(Effect.flatMap(prepared<{ events: string | null }>(read, [id, "*DEFAULT*"]), (rows) => {
-    const events: Array<[number, number, string, { by: number }]> = rows[0].events === null ? [] : JSON.parse(rows[0].events)
-    let total = 0
-    for (const event of events) total += event[3].by
-    void total
-    return Effect.flatMap(
-      effectSave(exact, id, events.length === 0 ? 0 : events[events.length - 1][1]),
+  floor!.runPromise(Effect.flatMap(prepared<{ events: string | null }>(read, [id, "*DEFAULT*"]), (rows) =>
+    Effect.flatMap(
+      effectSave(exact, id, versionOfRead(rows)),
       (saved) => saved.length === 0 ? Effect.fail(new Conflict()) : Effect.void
-    )
-  }))
+    )))
 
 export const effectChronicleStatements: Contender = {
   name: "Effect, chronicle's statements, driver only",

@@ -65,7 +65,8 @@ export const make = (store: Store, combining: boolean): Saves => {
   const pruned = { at: 0 }
   const combiner = Combiner.make<Storage.CommitResult, EventStoreError, SaveWaiter>({
     maxInFlight: maxSavesInFlight,
-    maxQueuedInFlight: Combiner.maxQueuedInFlight,
+    // Without combining each queued save is a statement of its own: all the slots may serve them.
+    maxQueuedInFlight: combining ? Combiner.maxQueuedInFlight : maxSavesInFlight,
     take: (queue) => take(queue, combineLimit),
     send: (taken, landed) => send(store, pruned, taken, landed)
   })
